@@ -140,3 +140,21 @@ class Brand:
     support_phone: str = ""
     support_email: str = ""
     website: str = ""
+
+
+class NotificationStatus(StrEnum):
+    """Where a notification stands in the delivery log (design.md's list)."""
+
+    SCHEDULED = "scheduled"
+    SENDING = "sending"
+    SENT = "sent"
+    DELIVERED = "delivered"
+    UNDELIVERED = "undelivered"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+    SKIPPED = "skipped"
+
+
+PENDING_STATUSES = (NotificationStatus.SCHEDULED, NotificationStatus.RETRYING)

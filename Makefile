@@ -1,0 +1,27 @@
+# The README's quick start: `make run` and `make test`, on a fresh machine, nothing before them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/notifier demo
+
+test: $(STAMP)
+	$(BIN)/pytest -q
+	$(MAKE) --no-print-directory lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check notifier tests
+	$(BIN)/mypy
+
+clean:
+	rm -rf $(VENV) notifier.db notifier.db-wal notifier.db-shm outbox

@@ -1,0 +1,59 @@
+"""The outbox channel: messages written to files instead of sent.
+
+Used whenever no provider is configured, so a newcomer sees what would have gone out:
+``outbox/email/<id>.eml`` (a real RFC 5322 message, openable in any mail client),
+``outbox/sms.jsonl`` and ``outbox/whatsapp.jsonl`` (one JSON object a line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from pathlib import Path
+
+from notifier.channels.base import Channel, OutgoingMessage, SendReceipt
+from notifier.errors import TransientChannelError
+from notifier.events import ChannelKind
+
+
+class OutboxChannel(Channel):
+    def __init__(self, kind: ChannelKind, directory: Path, *, sender: str = "") -> None:
+        self.kind = kind
+        self.directory = directory
+        self.sender = sender or "notifier@localhost"
+        self._lock = asyncio.Lock()
+
+    async def send(self, message: OutgoingMessage) -> SendReceipt:
+        try:
+            async with self._lock:
+                return await asyncio.to_thread(self._write, message)
+        except OSError as err:  # a full or read-only disk is worth retrying later
+            raise TransientChannelError(f"outbox not writable: {err}") from err
+
+    def _write(self, message: OutgoingMessage) -> SendReceipt:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.kind is ChannelKind.EMAIL:
+            return self._write_email(message)
+        line = {"id": message.notification_id, "to": message.to, "text": message.text,
+                "at": datetime.now(UTC).isoformat()}
+        path = self.directory / f"{self.kind.value}.jsonl"
+        with path.open("a", encoding="utf-8") as out:
+            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        return SendReceipt(provider_id=f"outbox:{self.kind.value}:{message.notification_id}")
+
+    def _write_email(self, message: OutgoingMessage) -> SendReceipt:
+        mail = EmailMessage()
+        mail["From"] = self.sender
+        mail["To"] = message.to
+        mail["Subject"] = message.subject or ""
+        mail["Message-ID"] = message.message_id
+        mail.set_content(message.text)
+        if message.html:
+            mail.add_alternative(message.html, subtype="html")
+        folder = self.directory / "email"
+        folder.mkdir(exist_ok=True)
+        path = folder / f"{message.notification_id}.eml"
+        path.write_bytes(bytes(mail))
+        return SendReceipt(provider_id=f"outbox:{path.name}")

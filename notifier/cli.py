@@ -1,0 +1,240 @@
+"""The ``notifier`` command: a thin layer over :class:`notifier.app.Notifier`.
+
+Every command reads settings from the environment (``NOTIFIER_*``) and its flags, once, here.
+Errors are one clear line on stderr and exit status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from pydantic import ValidationError
+
+from notifier import demo
+from notifier.app import Notifier, load_ruleset, quiet_hours_override
+from notifier.clickpost.models import parse_registration, parse_webhook
+from notifier.errors import InputError, NotifierError, RulesError
+from notifier.preview import Preview, preview
+from notifier.rendering import Renderer
+from notifier.rules import rules_json_schema
+from notifier.settings import Settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = _settings(args)
+        code: int = args.run(args, settings)
+        return code
+    except RulesError as err:
+        for problem in err.problems:
+            print(problem, file=sys.stderr)
+        return 1
+    except (NotifierError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except ValidationError as err:
+        print(f"error: bad setting: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}",
+              file=sys.stderr)
+        return 1
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    flags = {"database_url": args.database, "rules": args.rules, "templates": args.templates,
+             "outbox_dir": args.outbox, "quiet_hours": getattr(args, "quiet_hours", None)}
+    return Settings(**{k: v for k, v in flags.items() if v is not None})
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="notifier",
+        description="Turn Clickpost tracking updates into SMS, WhatsApp and email messages.",
+        epilog="Settings come from NOTIFIER_* environment variables; the flags override them.")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--database", metavar="URL", help="NOTIFIER_DATABASE_URL")
+    common.add_argument("--rules", type=Path, metavar="FILE", help="NOTIFIER_RULES")
+    common.add_argument("--templates", type=Path, metavar="DIR", help="NOTIFIER_TEMPLATES")
+    common.add_argument("--outbox", type=Path, metavar="DIR", help="NOTIFIER_OUTBOX_DIR")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, run: Command, help_: str) -> argparse.ArgumentParser:
+        cmd = sub.add_parser(name, parents=[common], help=help_, description=help_)
+        cmd.set_defaults(run=run)
+        return cmd
+
+    add("check", cmd_check, "Check rules.yaml and every template; exit 1 on errors.")
+    p = add("preview", cmd_preview, "Show what a webhook body would send, and why. No side effects.")
+    p.add_argument("payload", type=Path, help="a Clickpost webhook body (JSON file)")
+    p.add_argument("--shipment", type=Path, help="an awb-register body for the shipment")
+    p.add_argument("--quiet-hours", help="HH:MM-HH:MM or off (overrides the rules file)")
+    p = add("ingest", cmd_ingest, "Store webhook bodies and plan their notifications.")
+    p.add_argument("file", help="JSON or JSON Lines file of webhook bodies, or - for stdin")
+    p = add("register", cmd_register, "Register shipments (awb-register bodies).")
+    p.add_argument("file", help="JSON or JSON Lines file of awb-register bodies, or - for stdin")
+    p = add("log", cmd_log, "Show the delivery log, newest first.")
+    p.add_argument("--waybill")
+    p.add_argument("--status")
+    p.add_argument("--channel", choices=["sms", "whatsapp", "email"])
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    add("dispatch", cmd_dispatch, "Send what is due now, once, and exit.")
+    add("schema", cmd_schema, "Print the JSON Schema of rules.yaml.")
+    p = add("demo", cmd_demo, "Feed the sample webhooks through the engine and show the outbox.")
+    p.add_argument("--quiet-hours", default="off", help="default off, so the demo sends now")
+    return parser
+
+
+def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
+    renderer = Renderer(settings.templates)
+    problems = renderer.check()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    rules = load_ruleset(settings, renderer)
+    for warning in rules.warnings:
+        print(warning, file=sys.stderr)
+    if any(p.severity == "error" for p in problems):
+        return 1
+    print(f"{settings.rules}: {len(rules.rules)} rules, version {rules.version}: OK")
+    return 0
+
+
+def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
+    renderer = Renderer(settings.templates)
+    rules = load_ruleset(settings, renderer)
+    update = parse_webhook(_read(args.payload))
+    registration = parse_registration(_read(args.shipment)) if args.shipment else None
+    result = preview(update, registration, rules=rules, renderer=renderer,
+                     now=datetime.now(UTC), quiet_hours=quiet_hours_override(settings))
+    _print_preview(result, sys.stdout)
+    return 0
+
+
+def _print_preview(result: Preview, out: TextIO) -> None:
+    print(f"decision: {result.verdict}", file=out)
+    if result.sample_customer:
+        print("(no --shipment given: using a sample customer)", file=out)
+    for item in result.items:
+        p = item.planned
+        head = f"\n[{p.channel.value}] rule {p.rule}, template {p.template}"
+        print(head, f"  to: {p.recipient_masked or '-'}", f"  dedup key: {p.dedup_key}",
+              sep="\n", file=out)
+        if p.status.value == "skipped":
+            print(f"  would NOT send: {p.reason}", file=out)
+            continue
+        print(f"  due: {p.due_at:%Y-%m-%d %H:%M} UTC" + (f" ({p.reason})" if p.reason else ""),
+              file=out)
+        if item.error:
+            print(f"  template error: {item.error}", file=out)
+        elif item.rendered is not None:
+            if item.rendered.subject:
+                print(f"  subject: {item.rendered.subject}", file=out)
+            print("  " + item.rendered.text.replace("\n", "\n  "), file=out)
+            if item.segments:
+                print(f"  ({item.segments})", file=out)
+
+
+def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with Notifier(settings) as n:
+            for number, body in _records(args.file):
+                try:
+                    outcome = await n.handle_webhook(body)
+                except InputError as err:
+                    print(f"{args.file}:{number}: {err}", file=sys.stderr)
+                    return 1
+                print(f"{number}: {outcome.verdict}" + "".join(
+                    f"\n   {s.channel}: {s.status}" + (f" ({s.reason})" if s.reason else "")
+                    for s in outcome.notifications))
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> int:
+        async with Notifier(settings) as n:
+            for number, body in _records(args.file):
+                try:
+                    result = await n.register_shipment(body)
+                except InputError as err:
+                    print(f"{args.file}:{number}: {err}", file=sys.stderr)
+                    return 1
+                word = "registered" if result.created else "updated"
+                extra = f", {result.evaluation.verdict}" if result.evaluation else ""
+                print(f"{number}: shipment {result.shipment_id} {word}{extra}")
+        return 0
+
+    return asyncio.run(run())
+
+
+def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> list[dict[str, Any]]:
+        async with Notifier(settings) as n:
+            return await n.notifications(waybill=args.waybill, status=args.status,
+                                         channel=args.channel, limit=args.limit)
+
+    for row in asyncio.run(run()):
+        if args.json:
+            print(json.dumps(row, default=str))
+            continue
+        when = row["sent_at"] or row["due_at"]
+        print(f"#{row['id']:<5} {when:%Y-%m-%d %H:%M} {row['waybill']:<16} {row['rule']:<28} "
+              f"{row['channel']:<8} {row['recipient']:<18} {row['status']:<10} {row['reason']}")
+    return 0
+
+
+def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    async def run() -> dict[str, int]:
+        async with Notifier(settings) as n:
+            return (await n.dispatch_due()).counts
+
+    counts = asyncio.run(run())
+    print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing due")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    print(json.dumps(rules_json_schema(), indent=2))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    return asyncio.run(demo.run(settings, sys.stdout))
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {path}: {err.strerror}", field=str(path)) from err
+
+
+def _records(name: str) -> Iterator[tuple[int, bytes]]:
+    """A JSON document (one body or a list of bodies) or JSON Lines, numbered for errors."""
+    text = sys.stdin.read() if name == "-" else _read(Path(name)).decode("utf-8", "replace")
+    stripped = text.strip()
+    try:
+        whole = json.loads(stripped) if stripped else []
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, list):
+        yield from ((i, json.dumps(b).encode()) for i, b in enumerate(whole, 1))
+    elif whole is not None:
+        yield 1, stripped.encode()
+    else:
+        lines = ((n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip())
+        yield from ((n, line.encode()) for n, line in lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

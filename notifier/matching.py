@@ -1,0 +1,43 @@
+"""Pure rule matching: the facts of one update for one shipment → the rule that fires.
+
+No I/O, no clock. Rules are tried top to bottom; the first enabled rule whose conditions all
+hold wins (rules.py documents this for the people who edit the file).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, fields
+
+from notifier.rules import Condition, Rule
+
+
+@dataclass(frozen=True, kw_only=True)
+class Facts:
+    """What conditions can test, gathered from the update and the registered shipment."""
+
+    clickpost_status_code: int
+    ndr_status_code: int | None
+    notification_event_id: int | None
+    cp_id: int
+    account_code: str | None
+    order_type: str | None
+    delivery_type: str | None
+    is_rvp: bool
+
+
+def holds(condition: Condition, facts: Facts) -> bool:
+    """True when every condition the rule states holds; an unstated one (None) always holds."""
+    for item in fields(condition):
+        wanted = getattr(condition, item.name)
+        if wanted is None:
+            continue
+        actual = getattr(facts, item.name)
+        matched = actual in wanted if isinstance(wanted, frozenset) else actual == wanted
+        if not matched:
+            return False
+    return True
+
+
+def first_match(rules: Iterable[Rule], facts: Facts) -> Rule | None:
+    return next((r for r in rules if r.enabled and holds(r.when, facts)), None)

@@ -1,0 +1,84 @@
+"""Engines and transactions. The only module that knows SQLite's locking rules.
+
+SQLite runs in WAL mode with a busy timeout, and every write transaction begins IMMEDIATE:
+a deferred transaction that reads then writes fails at once with "database is locked",
+whatever the timeout (implementation-notes.md). Reads use a second engine whose transactions
+stay deferred, so they never wait for a writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlmodel import Session, SQLModel
+
+from notifier.errors import ConfigurationError
+from notifier.store import models  # noqa: F401  (registers the tables)
+
+BUSY_TIMEOUT_MS = 10_000
+
+
+class Database:
+    """A writer and a reader engine over one database URL."""
+
+    def __init__(self, url: str) -> None:
+        try:
+            parsed = make_url(url)
+        except Exception as err:
+            raise ConfigurationError(f"NOTIFIER_DATABASE_URL is not a database URL: {err}") from err
+        self.url = url
+        self.is_sqlite = parsed.get_backend_name() == "sqlite"
+        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        self.writer = self._engine(url, begin="BEGIN IMMEDIATE")
+        self.reader = self._engine(url, begin="BEGIN") if self.is_sqlite else self.writer
+
+    def _engine(self, url: str, *, begin: str) -> Engine:
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+        else:
+            kwargs["pool_pre_ping"] = True
+        engine = create_engine(url, **kwargs)
+        if self.is_sqlite:
+            _sqlite_pragmas(engine, begin)
+        return engine
+
+    def create_all(self) -> None:
+        SQLModel.metadata.create_all(self.writer)
+
+    @contextmanager
+    def write(self) -> Iterator[Session]:
+        """One write transaction: committed on success, rolled back on any error."""
+        with Session(self.writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    @contextmanager
+    def read(self) -> Iterator[Session]:
+        with Session(self.reader, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def dispose(self) -> None:
+        self.writer.dispose()
+        self.reader.dispose()
+
+
+def _sqlite_pragmas(engine: Engine, begin: str) -> None:
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we say BEGIN ourselves, below
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(connection: Any) -> None:
+        connection.exec_driver_sql(begin)

@@ -1,0 +1,118 @@
+"""The tables. Dedup lives here, as unique constraints, never as read-then-write.
+
+- ``shipment``: one row per registered AWB (unique cp_id + waybill), with who to tell and the
+  latest status the shipment reached (the "no going backwards" guard reads it).
+- ``event``: every tracking update received, raw body kept; unique ``idempotency_key`` (the
+  scan's identity) makes ingest idempotent. ``shipment_id`` is null until the AWB is registered.
+- ``notification``: the delivery log. Unique ``dedup_key`` (shipment, rule, channel, repeat
+  scope) makes "once per shipment event" a database fact.
+- ``attempt``: one row per try at sending a notification.
+
+All times are aware UTC (sqlmodel rejects naive ones).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, Index, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Shipment(SQLModel, table=True):
+    __table_args__ = (UniqueConstraint("cp_id", "waybill", name="uq_shipment_awb"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    cp_id: int
+    waybill: str
+    account_code: str | None = None
+    reference_number: str | None = Field(default=None, index=True)
+    order_id: str | None = Field(default=None, index=True)
+    consumer: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    shipment_info: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    registration: dict[str, Any] = Field(
+        default_factory=dict, sa_column=Column(JSON, nullable=False)
+    )
+    order_type: str | None = None
+    delivery_type: str | None = None
+    order_date: datetime | None = None
+    ship_date: datetime | None = None
+    stage: int | None = None
+    status_code: int | None = None
+    status_at: datetime | None = None
+    state: str = Field(default="active", index=True)  # active | terminal | unregistered
+    tracking_id: str | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Event(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True)
+    shipment_id: int | None = Field(default=None, foreign_key="shipment.id", index=True)
+    cp_id: int
+    waybill: str = Field(index=True)
+    reference_number: str | None = None
+    order_id: str | None = None
+    source: str = "webhook"
+    scan_code: int
+    scan_at: datetime
+    trigger_code: int
+    trigger_at: datetime
+    ndr_code: int | None = None
+    notification_event_id: int | None = None
+    raw: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    outcome: str = ""
+    received_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    __table_args__ = (Index("ix_notification_due", "status", "due_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shipment_id: int = Field(foreign_key="shipment.id", index=True)
+    event_id: int | None = Field(default=None, foreign_key="event.id")
+    rule: str
+    channel: str
+    dedup_key: str = Field(unique=True)
+    recipient: str | None = None
+    recipient_masked: str = ""
+    template: str
+    language: str | None = None
+    rules_version: str
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    body: str | None = Field(default=None, sa_column=Column(Text))
+    html: str | None = Field(default=None, sa_column=Column(Text))
+    encoding: str | None = None
+    segments: int | None = None
+    status: str
+    reason: str = ""
+    trigger_code: int
+    trigger_stage: int | None = None
+    trigger_at: datetime
+    due_at: datetime
+    expires_at: datetime | None = None
+    attempts: int = 0
+    lease_until: datetime | None = None
+    provider_id: str | None = Field(default=None, index=True)
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class Attempt(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: int = Field(foreign_key="notification.id", index=True)
+    number: int
+    started_at: datetime
+    finished_at: datetime
+    outcome: str  # sent | transient | permanent | expired
+    error: str = ""
+    provider_id: str | None = None
