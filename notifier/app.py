@@ -22,7 +22,7 @@ from typing import Any
 
 from notifier.channels import Channel, build_channels
 from notifier.clickpost.models import parse_registration, parse_unregistration, parse_webhook
-from notifier.dispatch import DispatchReport, Dispatcher, RetryPolicy
+from notifier.dispatch import Dispatcher, DispatchReport, RetryPolicy
 from notifier.errors import AuthenticationError, ConfigurationError
 from notifier.events import ChannelKind, ShipmentUpdate
 from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
@@ -61,11 +61,15 @@ class Notifier:
         self.store = Store(self.db)
         self.channels = dict(channels) if channels is not None else build_channels(self.settings)
         self.dispatcher = Dispatcher(
-            self.store, self.channels, current=lambda: (self.rules, self.renderer), clock=clock,
+            self.store,
+            self.channels,
+            current=lambda: (self.rules, self.renderer),
+            clock=clock,
             retry=RetryPolicy(max_attempts=self.settings.max_attempts),
             batch=self.settings.dispatch_batch,
             lease=timedelta(seconds=self.settings.send_lease_seconds),
-            email_domain=_email_domain(self.settings.email_from))
+            email_domain=_email_domain(self.settings.email_from),
+        )
 
     @classmethod
     def from_env(cls) -> Notifier:
@@ -97,24 +101,39 @@ class Notifier:
     async def ingest(self, update: ShipmentUpdate) -> IngestOutcome:
         """Store an already parsed update (a webhook or a poll) and plan for it."""
         outcome = await asyncio.to_thread(
-            self.store.record_update, update, self._decide, now=self.clock(),
-            rules_version=self.rules.version)
-        log.info("update %s/%s code %s: %s", update.cp_id, update.waybill or "-",
-                 update.latest.code, outcome.verdict)
+            self.store.record_update,
+            update,
+            self._decide,
+            now=self.clock(),
+            rules_version=self.rules.version,
+        )
+        log.info(
+            "update %s/%s code %s: %s",
+            update.cp_id,
+            update.waybill or "-",
+            update.latest.code,
+            outcome.verdict,
+        )
         return outcome
 
     async def register_shipment(self, body: Body) -> RegistrationOutcome:
         """Store an awb-register body; updates that came before it are evaluated once now."""
         registration = parse_registration(body)
         return await asyncio.to_thread(
-            self.store.register, registration, self._decide, parse_webhook, now=self.clock(),
-            rules_version=self.rules.version)
+            self.store.register,
+            registration,
+            self._decide,
+            parse_webhook,
+            now=self.clock(),
+            rules_version=self.rules.version,
+        )
 
     async def unregister_shipment(self, body: Body) -> bool:
         """awb-unregister: no more messages for the shipment. False when it is unknown."""
         request = parse_unregistration(body)
         return await asyncio.to_thread(
-            self.store.unregister, request.cp_id, request.waybill, now=self.clock())
+            self.store.unregister, request.cp_id, request.waybill, now=self.clock()
+        )
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
         keys = self.settings.accepted_webhook_keys
@@ -125,7 +144,7 @@ class Notifier:
             raise AuthenticationError("webhook key missing or wrong", field="webhook_key")
 
     def _decide(self, shipment: ShipmentState, update: ShipmentUpdate) -> Plan:
-        window: QuietHours | None | str = self.quiet_hours
+        window: QuietHours | str | None = self.quiet_hours
         return plan(update, shipment, self.rules, now=self.clock(), quiet_hours=window)
 
     # -- dispatch and the log -----------------------------------------------------------------
@@ -151,11 +170,12 @@ def load_ruleset(settings: Settings, renderer: Renderer) -> RuleSet:
         raise ConfigurationError(f"rules file not found: {settings.rules} (NOTIFIER_RULES)")
     if not settings.templates.is_dir():
         raise ConfigurationError(
-            f"templates folder not found: {settings.templates} (NOTIFIER_TEMPLATES)")
+            f"templates folder not found: {settings.templates} (NOTIFIER_TEMPLATES)"
+        )
     return load_rules(settings.rules, missing_template=renderer.missing)
 
 
-def quiet_hours_override(settings: Settings) -> QuietHours | None | str:
+def quiet_hours_override(settings: Settings) -> QuietHours | str | None:
     if settings.quiet_hours is None:
         return "rules"
     try:
@@ -224,8 +244,12 @@ class SyncNotifier:
     def __enter__(self) -> SyncNotifier:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 

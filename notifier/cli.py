@@ -44,14 +44,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     except ValidationError as err:
-        print(f"error: bad setting: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}",
-              file=sys.stderr)
+        print(
+            f"error: bad setting: {err.errors()[0]['loc']}: {err.errors()[0]['msg']}",
+            file=sys.stderr,
+        )
         return 1
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    flags = {"database_url": args.database, "rules": args.rules, "templates": args.templates,
-             "outbox_dir": args.outbox, "quiet_hours": getattr(args, "quiet_hours", None)}
+    flags = {
+        "database_url": args.database,
+        "rules": args.rules,
+        "templates": args.templates,
+        "outbox_dir": args.outbox,
+        "quiet_hours": getattr(args, "quiet_hours", None),
+    }
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
@@ -59,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notifier",
         description="Turn Clickpost tracking updates into SMS, WhatsApp and email messages.",
-        epilog="Settings come from NOTIFIER_* environment variables; the flags override them.")
+        epilog="Settings come from NOTIFIER_* environment variables; the flags override them.",
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--database", metavar="URL", help="NOTIFIER_DATABASE_URL")
     common.add_argument("--rules", type=Path, metavar="FILE", help="NOTIFIER_RULES")
@@ -73,7 +81,9 @@ def _parser() -> argparse.ArgumentParser:
         return cmd
 
     add("check", cmd_check, "Check rules.yaml and every template; exit 1 on errors.")
-    p = add("preview", cmd_preview, "Show what a webhook body would send, and why. No side effects.")
+    p = add(
+        "preview", cmd_preview, "Show what a webhook body would send, and why. No side effects."
+    )
     p.add_argument("payload", type=Path, help="a Clickpost webhook body (JSON file)")
     p.add_argument("--shipment", type=Path, help="an awb-register body for the shipment")
     p.add_argument("--quiet-hours", help="HH:MM-HH:MM or off (overrides the rules file)")
@@ -113,8 +123,14 @@ def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     rules = load_ruleset(settings, renderer)
     update = parse_webhook(_read(args.payload))
     registration = parse_registration(_read(args.shipment)) if args.shipment else None
-    result = preview(update, registration, rules=rules, renderer=renderer,
-                     now=datetime.now(UTC), quiet_hours=quiet_hours_override(settings))
+    result = preview(
+        update,
+        registration,
+        rules=rules,
+        renderer=renderer,
+        now=datetime.now(UTC),
+        quiet_hours=quiet_hours_override(settings),
+    )
     _print_preview(result, sys.stdout)
     return 0
 
@@ -126,13 +142,20 @@ def _print_preview(result: Preview, out: TextIO) -> None:
     for item in result.items:
         p = item.planned
         head = f"\n[{p.channel.value}] rule {p.rule}, template {p.template}"
-        print(head, f"  to: {p.recipient_masked or '-'}", f"  dedup key: {p.dedup_key}",
-              sep="\n", file=out)
+        print(
+            head,
+            f"  to: {p.recipient_masked or '-'}",
+            f"  dedup key: {p.dedup_key}",
+            sep="\n",
+            file=out,
+        )
         if p.status.value == "skipped":
             print(f"  would NOT send: {p.reason}", file=out)
             continue
-        print(f"  due: {p.due_at:%Y-%m-%d %H:%M} UTC" + (f" ({p.reason})" if p.reason else ""),
-              file=out)
+        print(
+            f"  due: {p.due_at:%Y-%m-%d %H:%M} UTC" + (f" ({p.reason})" if p.reason else ""),
+            file=out,
+        )
         if item.error:
             print(f"  template error: {item.error}", file=out)
         elif item.rendered is not None:
@@ -152,9 +175,13 @@ def cmd_ingest(args: argparse.Namespace, settings: Settings) -> int:
                 except InputError as err:
                     print(f"{args.file}:{number}: {err}", file=sys.stderr)
                     return 1
-                print(f"{number}: {outcome.verdict}" + "".join(
-                    f"\n   {s.channel}: {s.status}" + (f" ({s.reason})" if s.reason else "")
-                    for s in outcome.notifications))
+                print(
+                    f"{number}: {outcome.verdict}"
+                    + "".join(
+                        f"\n   {s.channel}: {s.status}" + (f" ({s.reason})" if s.reason else "")
+                        for s in outcome.notifications
+                    )
+                )
         return 0
 
     return asyncio.run(run())
@@ -180,16 +207,19 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_log(args: argparse.Namespace, settings: Settings) -> int:
     async def run() -> list[dict[str, Any]]:
         async with Notifier(settings) as n:
-            return await n.notifications(waybill=args.waybill, status=args.status,
-                                         channel=args.channel, limit=args.limit)
+            return await n.notifications(
+                waybill=args.waybill, status=args.status, channel=args.channel, limit=args.limit
+            )
 
     for row in asyncio.run(run()):
         if args.json:
             print(json.dumps(row, default=str))
             continue
         when = row["sent_at"] or row["due_at"]
-        print(f"#{row['id']:<5} {when:%Y-%m-%d %H:%M} {row['waybill']:<16} {row['rule']:<28} "
-              f"{row['channel']:<8} {row['recipient']:<18} {row['status']:<10} {row['reason']}")
+        print(
+            f"#{row['id']:<5} {when:%Y-%m-%d %H:%M} {row['waybill']:<16} {row['rule']:<28} "
+            f"{row['channel']:<8} {row['recipient']:<18} {row['status']:<10} {row['reason']}"
+        )
     return 0
 
 

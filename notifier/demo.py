@@ -7,8 +7,10 @@ outbox. Run it twice: the second run sends nothing, because every message is onc
 
 from __future__ import annotations
 
+import email
 import json
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
+from email import policy
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,18 +26,27 @@ async def run(settings: Settings, out: TextIO, examples: Path = EXAMPLES) -> int
         raise ConfigurationError(f"sample webhooks not found in {examples}")
     async with Notifier(settings) as n:
         print(f"database {settings.database_url}, outbox {settings.outbox_dir}/\n", file=out)
+        anchor = None
         for line in (examples / "registrations.jsonl").read_text().splitlines():
             result = await n.register_shipment(line)
+            body = json.loads(line)
             word = "registered" if result.created else "already registered"
-            print(f"shipment {json.loads(line)['waybill']}: {word}", file=out)
-        now = datetime.now(UTC).replace(microsecond=0)
+            print(f"shipment {body['waybill']}: {word}", file=out)
+            detail = await n.shipment(body["cp_id"], body["waybill"])
+            assert detail is not None
+            created = detail["shipment"]["created_at"]
+            anchor = created if anchor is None else min(anchor, created)
+        assert anchor is not None
+        # Scans dated shortly before the shipments were first registered: a second run replays
+        # the very same webhooks, and shows that nothing goes out twice.
+        when = anchor.replace(microsecond=0) - timedelta(minutes=5)
         for path in sorted(examples.glob("webhook-*.json")):
-            body = _recent(json.loads(path.read_text()), now - timedelta(minutes=5))
-            outcome = await n.handle_webhook(body)
+            outcome = await n.handle_webhook(_recent(json.loads(path.read_text()), when))
             print(f"\n{path.name}: {outcome.verdict}", file=out)
             for s in outcome.notifications:
-                print(f"  {s.channel:<6} {s.status}" + (f": {s.reason}" if s.reason else ""),
-                      file=out)
+                print(
+                    f"  {s.channel:<6} {s.status}" + (f": {s.reason}" if s.reason else ""), file=out
+                )
         report = await n.dispatch_due()
         print(f"\ndispatched: {report.counts or 'nothing due'}", file=out)
     _show_outbox(settings.outbox_dir, out)
@@ -45,8 +56,10 @@ async def run(settings: Settings, out: TextIO, examples: Path = EXAMPLES) -> int
 def _recent(body: Any, when: datetime) -> Any:
     """The body with every ``timestamp`` set to ``when``, in Clickpost's ``Z`` form."""
     if isinstance(body, dict):
-        return {k: (when.strftime("%Y-%m-%dT%H:%M:%SZ") if k == "timestamp" else _recent(v, when))
-                for k, v in body.items()}
+        return {
+            k: (when.strftime("%Y-%m-%dT%H:%M:%SZ") if k == "timestamp" else _recent(v, when))
+            for k, v in body.items()
+        }
     return body
 
 
@@ -60,6 +73,5 @@ def _show_outbox(outbox: Path, out: TextIO) -> None:
                 print(f"  {kind} #{msg['id']} to {msg['to']}: {msg['text']}", file=out)
     emails = sorted((outbox / "email").glob("*.eml")) if (outbox / "email").is_dir() else []
     for path in emails[-10:]:
-        subject = next((ln for ln in path.read_text().splitlines() if ln.startswith("Subject:")),
-                       "")
-        print(f"  email {path.name}: {subject}", file=out)
+        mail = email.message_from_bytes(path.read_bytes(), policy=policy.default)
+        print(f"  email {path.name} to {mail['To']}: {mail['Subject']}", file=out)

@@ -21,7 +21,7 @@ from notifier.channels.base import Channel, OutgoingMessage
 from notifier.clickpost.models import parse_registration, parse_webhook
 from notifier.errors import PermanentChannelError, TemplateError, TransientChannelError
 from notifier.events import ChannelKind, NotificationStatus
-from notifier.rendering import Renderer, Rendered, build_context
+from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import RuleSet
 from notifier.segments import count_segments
 from notifier.store.repository import Job, Store
@@ -88,7 +88,8 @@ class Dispatcher:
         while True:
             now = self.clock()
             jobs = await asyncio.to_thread(
-                self.store.claim_due, now=now, limit=self.batch, lease_until=now + self.lease)
+                self.store.claim_due, now=now, limit=self.batch, lease_until=now + self.lease
+            )
             if not jobs:
                 return report
             await self._send_batch(jobs, report)
@@ -119,37 +120,58 @@ class Dispatcher:
         try:
             rendered = self._render(job)
         except TemplateError as err:
-            return await self._finish(job, NotificationStatus.FAILED, f"template: {err}",
-                                      outcome="permanent")
+            return await self._finish(
+                job, NotificationStatus.FAILED, f"template: {err}", outcome="permanent"
+            )
         facts = _facts(job, rendered)
         message = OutgoingMessage(
-            notification_id=job.id, channel=ChannelKind(job.channel), to=job.recipient,
-            text=rendered.text, subject=rendered.subject, html=rendered.html,
-            message_id=f"<notification.{job.id}@{self.email_domain}>")
+            notification_id=job.id,
+            channel=ChannelKind(job.channel),
+            to=job.recipient,
+            text=rendered.text,
+            subject=rendered.subject,
+            html=rendered.html,
+            message_id=f"<notification.{job.id}@{self.email_domain}>",
+        )
         try:
             receipt = await self.channels[message.channel].send(message)
         except TransientChannelError as err:
             return await self._retry_or_fail(job, err, facts)
         except PermanentChannelError as err:
-            return await self._finish(job, NotificationStatus.FAILED, _error_text(err),
-                                      outcome="permanent", rendered=facts)
+            return await self._finish(
+                job,
+                NotificationStatus.FAILED,
+                _error_text(err),
+                outcome="permanent",
+                rendered=facts,
+            )
         except Exception as err:  # a bug or an untranslated provider error: retry, bounded
             log.exception("notification %s: unexpected error from %s", job.id, job.channel)
             return await self._retry_or_fail(job, TransientChannelError(repr(err)), facts)
-        log.info("notification %s sent by %s to %s", job.id, job.channel,
-                 recipients.mask(job.recipient))
-        return await self._finish(job, NotificationStatus.SENT, "", outcome="sent",
-                                  provider_id=receipt.provider_id, rendered=facts)
+        log.info(
+            "notification %s sent by %s to %s", job.id, job.channel, recipients.mask(job.recipient)
+        )
+        return await self._finish(
+            job,
+            NotificationStatus.SENT,
+            "",
+            outcome="sent",
+            provider_id=receipt.provider_id,
+            rendered=facts,
+        )
 
     def _render(self, job: Job) -> Rendered:
         rules, renderer = self.current()
         registration = parse_registration(job.registration)
         update = parse_webhook(job.event_raw) if job.event_raw else None
         context = build_context(
-            registration=registration, update=update, brand=rules.defaults.brand,
+            registration=registration,
+            update=update,
+            brand=rules.defaults.brand,
             tracking_url=rules.defaults.tracking_url,
             consumer_phone=job.recipient if job.channel != ChannelKind.EMAIL else "",
-            now=self.clock())
+            now=self.clock(),
+        )
         return renderer.render(ChannelKind(job.channel), job.template, context)
 
     async def _retry_or_fail(
@@ -158,26 +180,50 @@ class Dispatcher:
         text = _error_text(err)
         if job.attempts >= self.retry.max_attempts:
             return await self._finish(
-                job, NotificationStatus.FAILED, f"gave up after {job.attempts} attempts: {text}",
-                outcome="transient", rendered=facts)
+                job,
+                NotificationStatus.FAILED,
+                f"gave up after {job.attempts} attempts: {text}",
+                outcome="transient",
+                rendered=facts,
+            )
         due = self.clock() + self.retry.delay(job.attempts, err.retry_after)
         log.warning("notification %s: %s; retry at %s", job.id, text, due.isoformat())
-        return await self._finish(job, NotificationStatus.RETRYING, text, outcome="transient",
-                                  due_at=due, rendered=facts)
+        return await self._finish(
+            job, NotificationStatus.RETRYING, text, outcome="transient", due_at=due, rendered=facts
+        )
 
-    async def _finish(self, job: Job, status: NotificationStatus, reason: str, *, outcome: str,
-                      provider_id: str | None = None, due_at: datetime | None = None,
-                      rendered: Mapping[str, Any] | None = None) -> str:
+    async def _finish(
+        self,
+        job: Job,
+        status: NotificationStatus,
+        reason: str,
+        *,
+        outcome: str,
+        provider_id: str | None = None,
+        due_at: datetime | None = None,
+        rendered: Mapping[str, Any] | None = None,
+    ) -> str:
         await asyncio.to_thread(
-            self.store.finish, job, now=self.clock(), status=status, reason=reason,
-            outcome=outcome, provider_id=provider_id, due_at=due_at, rendered=rendered)
+            self.store.finish,
+            job,
+            now=self.clock(),
+            status=status,
+            reason=reason,
+            outcome=outcome,
+            provider_id=provider_id,
+            due_at=due_at,
+            rendered=rendered,
+        )
         return status.value
 
 
 def _facts(job: Job, rendered: Rendered) -> dict[str, Any]:
     """What the log keeps of the rendered message; SMS gets its encoding and segment count."""
-    facts: dict[str, Any] = {"subject": rendered.subject, "body": rendered.text,
-                             "html": rendered.html}
+    facts: dict[str, Any] = {
+        "subject": rendered.subject,
+        "body": rendered.text,
+        "html": rendered.html,
+    }
     if job.channel != ChannelKind.EMAIL:
         info = count_segments(rendered.text)
         facts |= {"encoding": info.encoding, "segments": info.segments}

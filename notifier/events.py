@@ -92,7 +92,8 @@ class ShipmentUpdate:
         (zone suffix, microseconds, location spelling) do not make two events of one scan.
         """
         who = self.waybill or "ref:" + ",".join(self.references)
-        parts = (str(self.cp_id), who, str(self.scan.code), str(self.ndr_code), self.scan.wall_clock)
+        scan = self.scan
+        parts = (str(self.cp_id), who, str(scan.code), str(self.ndr_code), scan.wall_clock)
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

@@ -90,7 +90,7 @@ def plan(
     rules: RuleSet,
     *,
     now: datetime,
-    quiet_hours: QuietHours | None | str = "rules",
+    quiet_hours: QuietHours | str | None = "rules",
 ) -> Plan:
     """Decide what ``update`` means for ``shipment``. ``quiet_hours`` overrides the rules file's
     window when given (``None`` turns quiet hours off)."""
@@ -101,21 +101,34 @@ def plan(
         return Plan(verdict=stale, advance=False)
     stage = info.stage if info.stage is not None else shipment.stage
     state = "terminal" if info.terminal else "active"
-    moved = Plan(verdict="", advance=True, stage=stage, status_code=trigger.code,
-                 status_at=trigger.timestamp, state=state)
+    moved = Plan(
+        verdict="",
+        advance=True,
+        stage=stage,
+        status_code=trigger.code,
+        status_at=trigger.timestamp,
+        state=state,
+    )
     rule = first_match(rules.rules, _facts(update, shipment))
     if rule is None:
-        return replace(moved, verdict=f"no rule for {info.name} ({trigger.code})",
-                        supersede=_supersede(trigger, info, ()))
+        return replace(
+            moved,
+            verdict=f"no rule for {info.name} ({trigger.code})",
+            supersede=_supersede(trigger, info, ()),
+        )
     window = rules.defaults.quiet_hours if quiet_hours == "rules" else quiet_hours
     assert not isinstance(window, str)
     planned = tuple(
         _plan_send(send, rule, update, shipment, rules, now=now, window=window)
         for send in rule.send
     )
-    return replace(moved, verdict=f"rule {rule.name} matched {info.name} ({trigger.code})",
-                    rule=rule.name, notifications=planned,
-                    supersede=_supersede(trigger, info, planned))
+    return replace(
+        moved,
+        verdict=f"rule {rule.name} matched {info.name} ({trigger.code})",
+        rule=rule.name,
+        notifications=planned,
+        supersede=_supersede(trigger, info, planned),
+    )
 
 
 def _staleness(trigger: Scan, info: codes.StatusCode, shipment: ShipmentState) -> str:
@@ -185,10 +198,17 @@ def _plan_send(
         age = _human(now - trigger.timestamp)
         status, reason = NotificationStatus.SKIPPED, f"stale: event is {age} old"
     return PlannedNotification(
-        rule=rule.name, channel=send.channel, template=send.template,
+        rule=rule.name,
+        channel=send.channel,
+        template=send.template,
         dedup_key=dedup_key(shipment.id, rule, send.channel, trigger),
-        recipient=who.address, recipient_masked=who.masked, status=status, reason=reason,
-        due_at=due, expires_at=expires_at, trigger=trigger,
+        recipient=who.address,
+        recipient_masked=who.masked,
+        status=status,
+        reason=reason,
+        due_at=due,
+        expires_at=expires_at,
+        trigger=trigger,
         trigger_stage=codes.status(trigger.code).stage,
     )
 
@@ -221,7 +241,8 @@ def _supersede(
     if not info.terminal and not channels:
         return None
     return Supersede(
-        before=trigger.timestamp, max_stage=info.stage,
+        before=trigger.timestamp,
+        max_stage=info.stage,
         channels=None if info.terminal else channels,
         reason=f"superseded by {info.name} ({trigger.code})",
     )

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from notifier.events import ChannelKind, Consumer, NotificationStatus, Registration, ShipmentUpdate
 from notifier.errors import TemplateError
+from notifier.events import ChannelKind, Consumer, NotificationStatus, Registration, ShipmentUpdate
 from notifier.planning import PlannedNotification, ShipmentState, plan
-from notifier.rendering import Renderer, Rendered, build_context
+from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import QuietHours, RuleSet
 from notifier.segments import count_segments
 
@@ -35,8 +35,13 @@ class Preview:
 
 
 def sample_registration(update: ShipmentUpdate) -> Registration:
-    return Registration(cp_id=update.cp_id, waybill=update.waybill, consumer=SAMPLE_CONSUMER,
-                        reference_number=update.reference_number, order_id=update.order_id)
+    return Registration(
+        cp_id=update.cp_id,
+        waybill=update.waybill,
+        consumer=SAMPLE_CONSUMER,
+        reference_number=update.reference_number,
+        order_id=update.order_id,
+    )
 
 
 def preview(
@@ -46,24 +51,41 @@ def preview(
     rules: RuleSet,
     renderer: Renderer,
     now: datetime,
-    quiet_hours: QuietHours | None | str = "rules",
+    quiet_hours: QuietHours | str | None = "rules",
 ) -> Preview:
     reg = registration or sample_registration(update)
-    state = ShipmentState(id=0, cp_id=reg.cp_id, waybill=reg.waybill,
-                          account_code=reg.account_code, order_type=reg.order_type,
-                          delivery_type=reg.delivery_type, consumer=reg.consumer)
+    state = ShipmentState(
+        id=0,
+        cp_id=reg.cp_id,
+        waybill=reg.waybill,
+        account_code=reg.account_code,
+        order_type=reg.order_type,
+        delivery_type=reg.delivery_type,
+        consumer=reg.consumer,
+    )
     decision = plan(update, state, rules, now=now, quiet_hours=quiet_hours)
     items = tuple(_render(p, reg, update, rules, renderer, now) for p in decision.notifications)
     return Preview(verdict=decision.verdict, items=items, sample_customer=registration is None)
 
 
-def _render(planned: PlannedNotification, reg: Registration, update: ShipmentUpdate,
-            rules: RuleSet, renderer: Renderer, now: datetime) -> PreviewItem:
+def _render(
+    planned: PlannedNotification,
+    reg: Registration,
+    update: ShipmentUpdate,
+    rules: RuleSet,
+    renderer: Renderer,
+    now: datetime,
+) -> PreviewItem:
     if planned.status is NotificationStatus.SKIPPED:
         return PreviewItem(planned=planned)
-    context = build_context(registration=reg, update=update, brand=rules.defaults.brand,
-                            tracking_url=rules.defaults.tracking_url,
-                            consumer_phone=planned.recipient or "", now=now)
+    context = build_context(
+        registration=reg,
+        update=update,
+        brand=rules.defaults.brand,
+        tracking_url=rules.defaults.tracking_url,
+        consumer_phone=planned.recipient or "",
+        now=now,
+    )
     try:
         rendered = renderer.render(planned.channel, planned.template, context)
     except TemplateError as err:

@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
-from string import Formatter
 from typing import Any, TypeGuard
 from urllib.parse import quote
 
@@ -280,7 +279,7 @@ def build_context(
         "scan": _scan(update.scan) if update else None,
         "ndr": _ndr(update),
         "edd": _edd(update, now),
-        "brand": _brand(brand),
+        "brand": dataclasses.asdict(brand),
         "tracking_url": _tracking_url(tracking_url, shipment),
     }
 
@@ -327,9 +326,7 @@ def _scan(scan: Scan) -> dict[str, Any]:
         "location": scan.location,
         "remark": scan.remark,
         "timestamp": scan.timestamp,
-        "bucket": scan.bucket
-        if scan.bucket is not None or known.bucket is None
-        else int(known.bucket),
+        "bucket": scan.bucket if scan.bucket is not None else known.bucket,
     }
 
 
@@ -352,25 +349,20 @@ def _edd(update: ShipmentUpdate | None, now: datetime | None) -> date | None:
     return update.edd if update.edd >= today else None
 
 
-def _brand(brand: Brand) -> dict[str, Any]:
-    return dataclasses.asdict(brand)
-
-
 _URL_FIELDS = ("waybill", "cp_id", "reference_number", "order_id")
 
 
 def _tracking_url(pattern: str, shipment: Mapping[str, Any]) -> str:
-    """Fill the tracking URL pattern; values are URL-quoted, absent ones are empty."""
-    if not pattern:
-        return ""
+    """Fill the tracking URL pattern; values are URL-quoted, absent ones are empty.
+
+    rules.py checks the placeholders at load time; this guards other callers.
+    """
     values = {k: quote(str(shipment[k]), safe="") if shipment[k] else "" for k in _URL_FIELDS}
-    unknown = {f for _, f, _, _ in Formatter().parse(pattern) if f is not None} - set(values)
-    if unknown:
-        fields = ", ".join("{" + f + "}" for f in _URL_FIELDS)
-        raise ConfigurationError(
-            f"tracking URL {pattern!r}: unknown placeholder(s) {sorted(unknown)}; use {fields}"
-        )
-    return pattern.format(**values)
+    try:
+        return pattern.format(**values)
+    except (KeyError, IndexError, ValueError) as err:
+        usable = ", ".join("{" + f + "}" for f in _URL_FIELDS)
+        raise ConfigurationError(f"tracking URL {pattern!r}: {err!r}; use {usable}") from err
 
 
 def sample_context(
@@ -383,7 +375,8 @@ def sample_context(
 ) -> dict[str, Any]:
     """Realistic Indian data for previews, ``notifier check`` and tests: a Rs 1,299 COD order."""
     when = datetime(2025, 8, 5, 4, 12, tzinfo=UTC)  # 09:42 IST
-    scan = Scan(code=status_code, description="", location="Mumbai_Andheri_DC", timestamp=when)
+    description = codes.status(status_code).name
+    scan = Scan(code=status_code, description=description, location="Mumbai_DC", timestamp=when)
     update = ShipmentUpdate(
         cp_id=4,
         waybill="SF18399217NER",

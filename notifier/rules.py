@@ -84,6 +84,7 @@ class QuietHours:
     end: time
 
     def contains(self, t: time) -> bool:
+        """Whether local wall-clock time ``t`` falls inside the window."""
         t = t.replace(tzinfo=None)
         if self.start <= self.end:
             return self.start <= t < self.end
@@ -100,6 +101,8 @@ class QuietHours:
 
 @dataclass(frozen=True, kw_only=True)
 class Defaults:
+    """What every rule shares; ``quiet_hours`` None means off."""
+
     timezone: ZoneInfo
     quiet_hours: QuietHours | None
     brand: Brand
@@ -124,6 +127,8 @@ class Condition:
 
 @dataclass(frozen=True, kw_only=True)
 class Send:
+    """One message a rule sends: which channel, rendered from which template."""
+
     channel: ChannelKind
     template: str
 
@@ -262,10 +267,10 @@ class BrandSpec(BaseModel):
     """Who the messages come from, as templates show it."""
 
     model_config = _STRICT
-    name: str = Field(min_length=1, description="Shop name shown in every message.")
-    support_phone: str = Field("", description="Support phone number shown to customers.")
-    support_email: str = Field("", description="Support email address shown to customers.")
-    website: str = Field("", description="The shop's website.")
+    name: str = Field(default="", description="Shop name shown in every message.")
+    support_phone: str = Field(default="", description="Support phone number shown to customers.")
+    support_email: str = Field(default="", description="Support email address shown to customers.")
+    website: str = Field(default="", description="The shop's website.")
 
 
 class DefaultsSpec(BaseModel):
@@ -273,20 +278,25 @@ class DefaultsSpec(BaseModel):
 
     model_config = _STRICT
     timezone: Annotated[str, AfterValidator(checked(_zone))] = Field(
-        "Asia/Kolkata", description="IANA time zone for quiet hours and per-day repeats."
+        default="Asia/Kolkata", description="IANA time zone for quiet hours and per-day repeats."
     )
     quiet_hours: QuietHoursText = Field(
-        "21:00-09:00", description='Local time window "HH:MM-HH:MM" when messages wait, or off.'
+        default="21:00-09:00",
+        description='Local time window "HH:MM-HH:MM" when messages wait, or off.',
     )
-    brand: BrandSpec = Field(description="Who the messages come from.")
+    brand: BrandSpec = Field(
+        default_factory=lambda: BrandSpec(), description="Who messages are from."
+    )
     tracking_url: Annotated[str, AfterValidator(checked(_tracking_url))] = Field(
-        "", description="Tracking page link: {waybill} {cp_id} {reference_number} {order_id}."
+        default="",
+        description="Tracking page link: {waybill} {cp_id} {reference_number} {order_id}.",
     )
     max_event_age: Duration | None = Field(
-        None, description="Updates older than this send nothing (90s, 15m, 12h, 3d or seconds)."
+        default=None,
+        description="Updates older than this send nothing (90s, 15m, 12h, 3d or seconds).",
     )
     phone_region: Annotated[str, AfterValidator(checked(_phone_region))] = Field(
-        "IN", description="Region for reading phone numbers without a country code."
+        default="IN", description="Region for reading phone numbers without a country code."
     )
 
 
@@ -295,19 +305,20 @@ class ConditionSpec(BaseModel):
 
     model_config = _STRICT
     clickpost_status_code: StatusCodes | None = Field(
-        None, description="Clickpost status codes, as numbers or names such as OutForDelivery."
+        default=None,
+        description="Clickpost status codes, as numbers or names such as OutForDelivery.",
     )
     ndr_status_code: NdrCodes | None = Field(
-        None, description="Why delivery failed (with status 9), as numbers or names."
+        default=None, description="Why delivery failed (with status 9), as numbers or names."
     )
     notification_event_id: EventIds | None = Field(
-        None, description="Clickpost notification events, as numbers or names."
+        default=None, description="Clickpost notification events, as numbers or names."
     )
-    cp_id: Ints | None = Field(None, description="Courier partner ids.")
-    account_code: Texts | None = Field(None, description="Courier account codes.")
-    order_type: Literal["COD", "PREPAID"] | None = Field(None, description="Payment type.")
-    delivery_type: Literal["FORWARD", "RVP"] | None = Field(None, description="Direction.")
-    is_rvp: bool | None = Field(None, description="Reverse pickup (true) or not (false).")
+    cp_id: Ints | None = Field(default=None, description="Courier partner ids.")
+    account_code: Texts | None = Field(default=None, description="Courier account codes.")
+    order_type: Literal["COD", "PREPAID"] | None = Field(default=None, description="Payment type.")
+    delivery_type: Literal["FORWARD", "RVP"] | None = Field(default=None, description="Direction.")
+    is_rvp: bool | None = Field(default=None, description="Reverse pickup (true) or not (false).")
 
     @model_validator(mode="after")
     def _asks_something(self) -> ConditionSpec:
@@ -334,26 +345,36 @@ class RuleSpec(BaseModel):
     name: str = Field(
         pattern=r"^[a-z][a-z0-9_]*$", description="Unique name: lower-case letters, digits, _."
     )
-    description: str = Field("", description="Free text for people reading the file.")
+    description: str = Field(default="", description="Free text for people reading the file.")
     when: ConditionSpec = Field(description="Conditions; the first rule that matches wins.")
     send: list[SendSpec] = Field(min_length=1, description="Messages to send, one per channel.")
     repeat: Repeat = Field(
-        Repeat.ONCE, strict=False, description="once, per_attempt or per_day (local day)."
+        default=Repeat.ONCE, strict=False, description="once, per_attempt or per_day (local day)."
     )
-    delay: Duration = Field(0, validate_default=True, description="Wait this long before sending.")
+    delay: Duration = Field(
+        default=0, validate_default=True, description="Wait this long before sending."
+    )
     quiet_hours: QuietHoursPolicy = Field(
-        QuietHoursPolicy.DEFER, strict=False, description="defer: wait for quiet hours to end."
+        default=QuietHoursPolicy.DEFER,
+        strict=False,
+        description="defer: wait for quiet hours to end.",
     )
-    max_event_age: Duration | None = Field(None, description="Overrides defaults.max_event_age.")
-    enabled: bool = Field(True, description="false switches the rule off without deleting it.")
+    max_event_age: Duration | None = Field(
+        default=None, description="Overrides defaults.max_event_age."
+    )
+    enabled: bool = Field(
+        default=True, description="false switches the rule off without deleting it."
+    )
 
 
 class RulesFileSpec(BaseModel):
     """notifier rules.yaml: which tracking updates send which messages."""
 
-    model_config = ConfigDict(_STRICT, title="notifier rules")  # type: ignore[misc]
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, title="notifier rules")
     version: Literal[1] = Field(description="Format version of this file: 1.")
-    defaults: DefaultsSpec = Field(description="Settings shared by all rules.")
+    defaults: DefaultsSpec = Field(
+        default_factory=lambda: DefaultsSpec(), description="Settings shared by all rules."
+    )
     rules: list[RuleSpec] = Field(description="Rules, tried top to bottom; the first match wins.")
 
 
@@ -400,6 +421,7 @@ def _parse(text: str, raw: bytes, path: str, missing: MissingTemplate | None) ->
     spec, problems = yamlsource.validate(doc, RulesFileSpec, words_allowed=allowed)
     rules = list(enumerate(spec.rules)) if spec else list(_valid_rules(doc.data))
     problems = [*doc.problems, *problems, *_across_rules(doc, rules, missing)]
+    problems += _unbranded(doc) if spec and not spec.defaults.brand.name else []
     problems.sort(key=lambda p: (p.line, p.column))
     errors = [p for p in problems if p.severity == "error"]
     if errors or spec is None:
@@ -408,11 +430,23 @@ def _parse(text: str, raw: bytes, path: str, missing: MissingTemplate | None) ->
     return _build(spec, doc, version=version, warnings=tuple(problems))
 
 
-def _valid_rules(data: Any) -> Iterator[tuple[int, RuleSpec]]:
-    """Rules that are valid on their own, so checks across rules (duplicate names, missing
-    templates) still run when another part of the file has errors."""
+def _unbranded(doc: yamlsource.Document) -> list[Problem]:
+    """A file without a brand still loads (tests, a first try), but customers would get
+    messages that do not say which shop they are from."""
+    message = "defaults.brand.name is not set: messages will not name the shop"
+    at = ("defaults", "brand", "name")
+    return [doc.at(at, message, "add defaults: brand: {name: ...}", severity="warning")]
+
+
+def _raw_rules(data: Any) -> list[Any]:
     rules = data.get("rules") if isinstance(data, dict) else None
-    for index, rule in enumerate(rules if isinstance(rules, list) else []):
+    return rules if isinstance(rules, list) else []
+
+
+def _valid_rules(data: Any) -> Iterator[tuple[int, RuleSpec]]:
+    """Rules that are valid on their own, so checks of sends and templates still run when
+    another part of the file has errors."""
+    for index, rule in enumerate(_raw_rules(data)):
         try:
             yield index, RuleSpec.model_validate(yamlsource.plain(rule))
         except ValidationError:
@@ -423,19 +457,28 @@ def _across_rules(
     doc: yamlsource.Document, rules: list[tuple[int, RuleSpec]], missing: MissingTemplate | None
 ) -> Iterator[Problem]:
     """What no single rule can check: unique names, templates, undocumented codes."""
-    first_line: dict[str, int] = {}
+    yield from _duplicate_names(doc)
     for index, rule in rules:
-        at: yamlsource.Path = ("rules", index)
-        if rule.name in first_line:
-            hint = f"first used at line {first_line[rule.name]}; the delivery log names rules"
-            yield doc.at((*at, "name"), f"duplicate rule name {rule.name!r}", hint)
-        first_line.setdefault(rule.name, yamlsource.locate(doc.data, (*at, "name"))[0])
-        yield from _sends(doc, at, rule, missing)
-        yield from _undocumented_codes(doc, at, rule.when)
+        yield from _sends(doc, ("rules", index), rule, missing)
+        yield from _undocumented_codes(doc, ("rules", index), rule.when)
+
+
+def _duplicate_names(doc: yamlsource.Document) -> Iterator[Problem]:
+    """Read from the file itself, so a name is checked even when its rule has other errors."""
+    first_line: dict[str, int] = {}
+    for index, rule in enumerate(_raw_rules(doc.data)):
+        name = rule.get("name") if isinstance(rule, dict) else None
+        if not isinstance(name, str):
+            continue
+        at = ("rules", index, "name")
+        if name in first_line:
+            hint = f"first used at line {first_line[name]}; the delivery log names rules"
+            yield doc.at(at, f"duplicate rule name {name!r}", hint)
+        first_line.setdefault(name, yamlsource.locate(doc.data, at)[0])
 
 
 def _sends(
-    doc: yamlsource.Document, at: yamlsource.Path, rule: RuleSpec, missing: MissingTemplate | None
+    doc: yamlsource.Document, at: yamlsource.Loc, rule: RuleSpec, missing: MissingTemplate | None
 ) -> Iterator[Problem]:
     seen: set[ChannelKind] = set()
     for index, send in enumerate(rule.send):
@@ -450,7 +493,7 @@ def _sends(
 
 
 def _undocumented_codes(
-    doc: yamlsource.Document, at: yamlsource.Path, when: ConditionSpec
+    doc: yamlsource.Document, at: yamlsource.Loc, when: ConditionSpec
 ) -> Iterator[Problem]:
     """Clickpost sends undocumented codes, so they are allowed; but a typo looks the same."""
     for field, vocab in _VOCABULARIES.items():

@@ -34,8 +34,8 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from notifier.errors import Problem
 
-Path = tuple[str | int, ...]
-Shape = tuple[str, ...]  # a Path without list indexes: which model a mapping is checked by
+Loc = tuple[str | int, ...]
+Shape = tuple[str, ...]  # a Loc without list indexes: says which model checks a mapping
 M = TypeVar("M", bound=BaseModel)
 
 #: Plain words that YAML 1.1 tools (PyYAML, older editors) read as booleans. Under YAML 1.2
@@ -57,7 +57,7 @@ class Document:
 
     def at(
         self,
-        path: Path,
+        path: Loc,
         message: str,
         hint: str = "",
         *,
@@ -188,8 +188,10 @@ def locate(data: Any, loc: Sequence[str | int], *, key: bool = False) -> tuple[i
     node, (line, column) = data, _start(data)
     for index, part in enumerate(loc):
         if isinstance(node, CommentedMap) and part in node:
+            spot = node.lc.data.get(part)  # None for a key merged in with <<: *anchor
             want_key = (key and index == len(loc) - 1) or node[part] is None
-            line, column = node.lc.key(part) if want_key else node.lc.value(part)
+            if spot:
+                line, column = spot[:2] if want_key else spot[2:]
         elif isinstance(node, CommentedSeq) and isinstance(part, int) and 0 <= part < len(node):
             line, column = node.lc.item(part)
         else:
@@ -204,7 +206,7 @@ def _start(node: Any) -> tuple[int, int]:
     return 0, 0
 
 
-def plain_words(data: Any, path: Path = ()) -> Iterator[tuple[Path, str]]:
+def plain_words(data: Any, path: Loc = ()) -> Iterator[tuple[Loc, str]]:
     """Unquoted values that YAML 1.1 would read as booleans (``no``, ``on``...), with paths.
 
     With ``preserve_quotes`` a quoted scalar is a ``str`` subclass, so an exact ``str`` is a
@@ -361,11 +363,11 @@ def _ambiguous_words(doc: Document, allowed: Mapping[Shape, str]) -> Iterator[Pr
         yield doc.at(path, message, hint)
 
 
-def shape(path: Path) -> Shape:
+def shape(path: Loc) -> Shape:
     return tuple(part for part in path if isinstance(part, str))
 
 
-def where(path: Path) -> str:
+def where(path: Loc) -> str:
     """``rules[2].send[0].channel``: the data path, without pydantic's validator labels."""
     text = ""
     for part in path:
@@ -416,6 +418,8 @@ def _explain(
         hint = _description(models, loc)
     elif kind in ("model_type", "dict_type"):
         message = f"expected key: value lines here, not {type(value).__name__} {value!r}"
+    elif kind == "bool_type":
+        message = f"expected true or false, not {value!r}"
     elif kind == "string_pattern_mismatch":
         message, hint = f"{value!r} is not allowed here", _description(models, loc)
     elif kind == "string_type" and type(value) in _TYPE_WORDS:
@@ -425,7 +429,7 @@ def _explain(
     return doc.at(loc, f"{where(loc)}: {message}", hint)
 
 
-def _description(models: Mapping[Shape, type[BaseModel]], loc: Path) -> str:
+def _description(models: Mapping[Shape, type[BaseModel]], loc: Loc) -> str:
     """The field's own description: what the person editing should have written."""
     field = models.get(shape(loc[:-1]), BaseModel).model_fields.get(str(loc[-1]))
     return (field.description or "") if field else ""

@@ -68,13 +68,24 @@ def webhook(
     """A Clickpost webhook body shaped like the real ones (clickpost-facts.md)."""
     latest_code, latest_at = latest or (code, at)
     body: dict[str, Any] = {
-        "waybill": waybill, "cp_id": cp_id, "clickpost_status_code": code,
-        "clickpost_status_description": "", "status": "scan", "location": "Bengaluru Hub",
-        "remark": "", "timestamp": iso(at),
+        "waybill": waybill,
+        "cp_id": cp_id,
+        "clickpost_status_code": code,
+        "clickpost_status_description": "",
+        "status": "scan",
+        "location": "Bengaluru Hub",
+        "remark": "",
+        "timestamp": iso(at),
         "additional": {
-            "latest_status": {"clickpost_status_code": latest_code, "timestamp": iso(latest_at),
-                              "status": "scan", "location": "Bengaluru Hub", "remark": ""},
-            "ndr_status_code": ndr, **additional,
+            "latest_status": {
+                "clickpost_status_code": latest_code,
+                "timestamp": iso(latest_at),
+                "status": "scan",
+                "location": "Bengaluru Hub",
+                "remark": "",
+            },
+            "ndr_status_code": ndr,
+            **additional,
         },
     }
     return body
@@ -91,12 +102,19 @@ def registration(
     **additional: Any,
 ) -> dict[str, Any]:
     return {
-        "waybill": waybill, "cp_id": cp_id, "key": "ignored",
+        "waybill": waybill,
+        "cp_id": cp_id,
+        "key": "ignored",
         "consumer_details": {"name": "Priya Sharma", "phone": phone, "email": email},
-        "shipment_info": {"item": "Cotton kurta", "order_type": order_type,
-                          "invoice_value": 1299, "cod_amount": 1299 if order_type == "COD" else 0,
-                          "reference_number": reference_number, "delivery_type": "FORWARD",
-                          "drop_pincode": "560034"},
+        "shipment_info": {
+            "item": "Cotton kurta",
+            "order_type": order_type,
+            "invoice_value": 1299,
+            "cod_amount": 1299 if order_type == "COD" else 0,
+            "reference_number": reference_number,
+            "delivery_type": "FORWARD",
+            "drop_pincode": "560034",
+        },
         "additional": {"order_date": "2026-11-20T18:00:00+05:30", **additional},
     }
 

@@ -23,8 +23,9 @@ T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 
 @pytest.fixture
 def keyed(settings: Settings) -> Settings:
-    return settings.model_copy(update={"webhook_keys": settings.webhook_keys.__class__(
-        "old-key, new-key")})
+    return settings.model_copy(
+        update={"webhook_keys": settings.webhook_keys.__class__("old-key, new-key")}
+    )
 
 
 async def test_webhook_key_is_required_when_configured(keyed: Settings, clock: Clock) -> None:
@@ -73,12 +74,13 @@ def test_missing_rules_file_names_the_setting(settings: Settings, tmp_path: Path
         Notifier(settings.model_copy(update={"rules": tmp_path / "nope.yaml"}))
 
 
-def test_a_rule_naming_a_missing_template_fails_at_load(settings: Settings,
-                                                        tmp_path: Path) -> None:
+def test_a_rule_naming_a_missing_template_fails_at_load(settings: Settings, tmp_path: Path) -> None:
     rules = tmp_path / "rules.yaml"
-    rules.write_text("version: 1\nrules:\n  - name: delivered\n    when:\n"
-                     "      clickpost_status_code: [8]\n    send:\n"
-                     "      - {channel: sms, template: no_such_template}\n")
+    rules.write_text(
+        "version: 1\nrules:\n  - name: delivered\n    when:\n"
+        "      clickpost_status_code: [8]\n    send:\n"
+        "      - {channel: sms, template: no_such_template}\n"
+    )
     with pytest.raises(RulesError) as err:
         Notifier(settings.model_copy(update={"rules": rules}))
     [problem] = err.value.problems
@@ -91,8 +93,9 @@ def test_bad_quiet_hours_setting_is_loud(settings: Settings) -> None:
         Notifier(settings.model_copy(update={"quiet_hours": "21-9"}))
 
 
-async def test_reload_keeps_previous_rules_on_error(notifier: Notifier, settings: Settings,
-                                                    tmp_path: Path) -> None:
+async def test_reload_keeps_previous_rules_on_error(
+    notifier: Notifier, settings: Settings, tmp_path: Path
+) -> None:
     version = notifier.rules.version
     bad = tmp_path / "rules.yaml"
     bad.write_text("version: 1\nrules: [\n")

@@ -1,4 +1,4 @@
-"""The command line, run in-process through ``main``: exit codes, output, errors without tracebacks."""
+"""The command line, run in-process through ``main``: exit codes, output, clear errors."""
 
 from __future__ import annotations
 
@@ -13,8 +13,16 @@ from notifier.cli import main
 
 @pytest.fixture
 def flags(tmp_path: Path) -> list[str]:
-    return ["--database", f"sqlite:///{tmp_path / 'n.db'}", "--rules", str(ROOT / "rules.yaml"),
-            "--templates", str(ROOT / "templates"), "--outbox", str(tmp_path / "outbox")]
+    return [
+        "--database",
+        f"sqlite:///{tmp_path / 'n.db'}",
+        "--rules",
+        str(ROOT / "rules.yaml"),
+        "--templates",
+        str(ROOT / "templates"),
+        "--outbox",
+        str(tmp_path / "outbox"),
+    ]
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -23,25 +31,31 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     return code, out, err
 
 
-def test_check_passes_on_the_shipped_rules(capsys: pytest.CaptureFixture[str],
-                                           flags: list[str]) -> None:
+def test_check_passes_on_the_shipped_rules(
+    capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
     code, out, _ = run(capsys, "check", *flags)
     assert code == 0 and "rules, version" in out
 
 
-def test_check_reports_file_line_col_and_exits_1(capsys: pytest.CaptureFixture[str],
-                                                 flags: list[str], tmp_path: Path) -> None:
+def test_check_reports_file_line_col_and_exits_1(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
     bad = tmp_path / "rules.yaml"
-    bad.write_text((ROOT / "rules.yaml").read_text().replace(
-        "clickpost_status_code: OutForDelivery", "clickpost_status_code: OutForDelivry", 1))
+    bad.write_text(
+        (ROOT / "rules.yaml")
+        .read_text()
+        .replace("clickpost_status_code: OutForDelivery", "clickpost_status_code: OutForDelivry", 1)
+    )
     code, _, err = run(capsys, "check", *flags, "--rules", str(bad))
     assert code == 1
     assert f"{bad}:" in err and "did you mean" in err.lower()
     assert "Traceback" not in err
 
 
-def test_preview_shows_rule_dedup_key_and_text(capsys: pytest.CaptureFixture[str],
-                                                flags: list[str], tmp_path: Path) -> None:
+def test_preview_shows_rule_dedup_key_and_text(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
     reg = tmp_path / "reg.json"
     reg.write_text(json.dumps(registration(waybill="P0109276342", cp_id=14, order_type="COD")))
     payload = SAMPLES / "webhook-out-for-delivery-2017.json"
@@ -53,8 +67,9 @@ def test_preview_shows_rule_dedup_key_and_text(capsys: pytest.CaptureFixture[str
     assert "dedup key: 0:out_for_delivery_cod:sms:day 2017-08-02" in out
 
 
-def test_preview_renders_what_would_be_sent(capsys: pytest.CaptureFixture[str],
-                                            flags: list[str], tmp_path: Path) -> None:
+def test_preview_renders_what_would_be_sent(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
     body = json.loads((SAMPLES / "webhook-selected-delivered.json").read_text())
     from datetime import UTC, datetime
 
@@ -68,8 +83,9 @@ def test_preview_renders_what_would_be_sent(capsys: pytest.CaptureFixture[str],
     assert "subject:" in out
 
 
-def test_register_ingest_dispatch_log(capsys: pytest.CaptureFixture[str], flags: list[str],
-                                      tmp_path: Path) -> None:
+def test_register_ingest_dispatch_log(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
     regs = SAMPLES / "registrations.jsonl"
     code, out, _ = run(capsys, "register", str(regs), *flags)
     assert code == 0 and out.count("registered") == 4
@@ -79,13 +95,13 @@ def test_register_ingest_dispatch_log(capsys: pytest.CaptureFixture[str], flags:
     assert (code, out.strip()) == (0, "nothing due")
     code, out, _ = run(capsys, "log", "--waybill", "12527345", "--json", *flags)
     rows = [json.loads(line) for line in out.splitlines()]
-    assert {(r["channel"], r["status"]) for r in rows} == {("sms", "skipped"),
-                                                           ("email", "skipped")}
+    assert {(r["channel"], r["status"]) for r in rows} == {("sms", "skipped"), ("email", "skipped")}
     assert all("9437011223" not in line for line in out.splitlines())
 
 
-def test_bad_input_file_is_one_clear_line(capsys: pytest.CaptureFixture[str],
-                                          flags: list[str], tmp_path: Path) -> None:
+def test_bad_input_file_is_one_clear_line(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
     bodies = tmp_path / "bodies.jsonl"
     bodies.write_text('{"waybill": "A", "cp_id": 4}\n')
     code, _, err = run(capsys, "ingest", str(bodies), *flags)
@@ -100,8 +116,9 @@ def test_schema_is_json_schema(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "rules" in schema["properties"]
 
 
-def test_demo_fills_the_outbox(capsys: pytest.CaptureFixture[str], flags: list[str],
-                               tmp_path: Path) -> None:
+def test_demo_fills_the_outbox(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
     code, out, _ = run(capsys, "demo", *flags)
     assert code == 0
     assert "landline phone" in out and "no email" in out

@@ -1,4 +1,4 @@
-"""Dispatch: outbox files, retries, permanent failures, expiry, template failures, the attempt log."""
+"""Dispatch: outbox files, retries, permanent failures, expiry, template failures, attempts."""
 
 from __future__ import annotations
 
@@ -37,8 +37,9 @@ class ScriptedChannel(Channel):
         return SendReceipt(provider_id=f"SM{len(self.sent):032d}")
 
 
-async def test_outbox_gets_a_real_email_and_an_sms_line(notifier: Notifier,
-                                                        settings: Settings) -> None:
+async def test_outbox_gets_a_real_email_and_an_sms_line(
+    notifier: Notifier, settings: Settings
+) -> None:
     await notifier.register_shipment(registration(order_type="COD"))
     await notifier.handle_webhook(webhook(code=6, at=T0))
     assert (await notifier.dispatch_due()).counts == {"sent": 2}
@@ -80,8 +81,9 @@ async def test_transient_failure_is_retried_later_and_every_attempt_logged(
 
 async def test_permanent_failure_is_not_retried(settings: Settings, clock: Clock) -> None:
     sms = ScriptedChannel(ChannelKind.SMS, [PermanentChannelError("landline", code="21614")])
-    async with Notifier(settings, clock=clock,
-                        channels=build_channels(settings) | {ChannelKind.SMS: sms}) as n:
+    async with Notifier(
+        settings, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
+    ) as n:
         await n.register_shipment(registration())
         clock.now = T0
         await n.handle_webhook(webhook(code=6, at=T0))
@@ -96,8 +98,9 @@ async def test_gives_up_after_the_maximum_attempts(settings: Settings, clock: Cl
     failures: list[Exception] = [TransientChannelError("timeout") for _ in range(10)]
     sms = ScriptedChannel(ChannelKind.SMS, failures)
     limited = settings.model_copy(update={"max_attempts": 3})
-    async with Notifier(limited, clock=clock,
-                        channels=build_channels(settings) | {ChannelKind.SMS: sms}) as n:
+    async with Notifier(
+        limited, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
+    ) as n:
         await n.register_shipment(registration())
         clock.now = T0
         await n.handle_webhook(webhook(code=8, at=T0))
@@ -130,14 +133,16 @@ async def test_a_template_failing_at_send_time_fails_only_its_message(
         clock.now = T0
         await n.handle_webhook(webhook(code=6, at=T0))
         (templates / "sms" / "out_for_delivery.txt.j2").write_text(
-            "Hi {{ consumer.first_name }},\n{{ shipment.no_such_field }}")
+            "Hi {{ consumer.first_name }},\n{{ shipment.no_such_field }}"
+        )
         assert (await n.dispatch_due()).counts == {"failed": 1, "sent": 1}
         [row] = await n.notifications(channel="sms")
         assert row["reason"].startswith("template: sms/out_for_delivery.txt.j2:2")
 
 
-async def test_a_crashed_send_is_claimed_again_after_its_lease(notifier: Notifier,
-                                                               clock: Clock) -> None:
+async def test_a_crashed_send_is_claimed_again_after_its_lease(
+    notifier: Notifier, clock: Clock
+) -> None:
     await notifier.register_shipment(registration())
     clock.now = T0
     await notifier.handle_webhook(webhook(code=8, at=T0))
@@ -153,8 +158,9 @@ async def test_a_crashed_send_is_claimed_again_after_its_lease(notifier: Notifie
 
 async def test_every_channel_batch_is_opened_once(settings: Settings, clock: Clock) -> None:
     sms = ScriptedChannel(ChannelKind.SMS, [])
-    async with Notifier(settings, clock=clock,
-                        channels=build_channels(settings) | {ChannelKind.SMS: sms}) as n:
+    async with Notifier(
+        settings, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
+    ) as n:
         clock.now = T0
         for i in range(5):
             await n.register_shipment(registration(waybill=f"W{i}"))

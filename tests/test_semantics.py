@@ -30,8 +30,10 @@ async def test_same_webhook_twice_is_one_event_and_no_second_send(notifier: Noti
     assert (await notifier.dispatch_due()).total == 0
     detail = await notifier.shipment(4, "SF18399217NER")
     assert detail is not None and len(detail["events"]) == 1
-    assert await log(notifier) == [("out_for_delivery", "email", "sent", ""),
-                                   ("out_for_delivery", "sms", "sent", "")]
+    assert await log(notifier) == [
+        ("out_for_delivery", "email", "sent", ""),
+        ("out_for_delivery", "sms", "sent", ""),
+    ]
 
 
 async def test_same_scan_with_other_timestamp_spelling_is_a_duplicate(notifier: Notifier) -> None:
@@ -66,13 +68,16 @@ async def test_burst_with_latest_delivered_sends_only_delivered(notifier: Notifi
     delivered = (8, T0 + timedelta(hours=4))
     for i, code in enumerate([4, 5, 6, 8]):
         outcome = await notifier.handle_webhook(
-            webhook(code=code, at=T0 + timedelta(hours=i + 1), latest=delivered))
+            webhook(code=code, at=T0 + timedelta(hours=i + 1), latest=delivered)
+        )
         assert not outcome.duplicate
-    assert await log(notifier) == [("delivered", "email", "scheduled", ""),
-                                   ("delivered", "sms", "scheduled", "")]
+    assert await log(notifier) == [
+        ("delivered", "email", "scheduled", ""),
+        ("delivered", "sms", "scheduled", ""),
+    ]
     detail = await notifier.shipment(4, "SF18399217NER")
     assert detail is not None and len(detail["events"]) == 4
-    assert [e["outcome"].split(";")[0] for e in detail["events"]][0].startswith("rule delivered")
+    assert detail["events"][0]["outcome"].startswith("rule delivered matched Delivered (8)")
     assert "duplicate" in detail["events"][1]["outcome"]
 
 
@@ -84,8 +89,9 @@ async def test_failed_delivery_once_per_attempt(notifier: Notifier, clock: Clock
     assert len((await notifier.handle_webhook(first)).notifications) == 2
     # the same attempt again: the same body, and another scan carrying the same latest status
     assert (await notifier.handle_webhook(first)).duplicate
-    other = await notifier.handle_webhook(webhook(code=5, at=day1 - timedelta(hours=1),
-                                                  latest=(9, day1), ndr=1))
+    other = await notifier.handle_webhook(
+        webhook(code=5, at=day1 - timedelta(hours=1), latest=(9, day1), ndr=1)
+    )
     assert [s.status for s in other.notifications] == ["duplicate", "duplicate"]
     clock.now = day2 + timedelta(minutes=10)
     second = await notifier.handle_webhook(webhook(code=9, at=day2, ndr=1))
@@ -161,7 +167,8 @@ async def test_registration_evaluates_only_the_latest_held_update(notifier: Noti
 
 async def test_empty_waybill_matched_by_reference_number(notifier: Notifier) -> None:
     await notifier.register_shipment(
-        registration(waybill="XYZABC", cp_id=1, reference_number="WERA-9616974"))
+        registration(waybill="XYZABC", cp_id=1, reference_number="WERA-9616974")
+    )
     body = json.loads(sample("webhook-failed-delivery-ndr1.json"))
     body["waybill"] = ""
     body["timestamp"] = body["additional"]["latest_status"]["timestamp"] = "2026-11-26T04:30:00Z"
@@ -179,7 +186,8 @@ async def test_empty_waybill_matched_by_order_id_before_registration(
     held = await notifier.handle_webhook(body)
     assert held.shipment_id is None
     result = await notifier.register_shipment(
-        registration(waybill="12527345", reference_number="ABC123"))
+        registration(waybill="12527345", reference_number="ABC123")
+    )
     assert result.adopted_events == 1
     assert result.evaluation is not None and result.evaluation.verdict.startswith("rule delivered")
 
@@ -196,13 +204,15 @@ async def test_unregistered_shipment_gets_nothing_more(notifier: Notifier, clock
     assert not await notifier.unregister_shipment({"cp_id": 4, "waybill": "NOPE"})
 
 
-async def test_concurrent_duplicate_calls_make_one_event(notifier: Notifier,
-                                                         settings: Settings, clock: Clock) -> None:
+async def test_concurrent_duplicate_calls_make_one_event(
+    notifier: Notifier, settings: Settings, clock: Clock
+) -> None:
     await notifier.register_shipment(registration())
     body = dumps(webhook(code=6, at=T0))
     async with Notifier(settings, clock=clock) as other:  # a second engine, own connections
         outcomes = await asyncio.gather(
-            *[(notifier if i % 2 else other).handle_webhook(body) for i in range(24)])
+            *[(notifier if i % 2 else other).handle_webhook(body) for i in range(24)]
+        )
     assert sum(not o.duplicate for o in outcomes) == 1
     assert len(await log(notifier)) == 2
 
@@ -210,19 +220,25 @@ async def test_concurrent_duplicate_calls_make_one_event(notifier: Notifier,
 async def test_concurrent_burst_plans_each_message_once(notifier: Notifier) -> None:
     await notifier.register_shipment(registration())
     delivered = (8, T0 + timedelta(hours=4))
-    bodies = [webhook(code=c, at=T0 + timedelta(minutes=c), latest=delivered)
-              for c in (4, 5, 6, 8, 18, 19)]
+    bodies = [
+        webhook(code=c, at=T0 + timedelta(minutes=c), latest=delivered)
+        for c in (4, 5, 6, 8, 18, 19)
+    ]
     outcomes = await asyncio.gather(*[notifier.handle_webhook(b) for b in bodies * 3])
     assert sum(not o.duplicate for o in outcomes) == 6
-    assert await log(notifier) == [("delivered", "email", "scheduled", ""),
-                                   ("delivered", "sms", "scheduled", "")]
+    assert await log(notifier) == [
+        ("delivered", "email", "scheduled", ""),
+        ("delivered", "sms", "scheduled", ""),
+    ]
 
 
 async def test_unusable_recipients_are_skipped_with_a_reason(notifier: Notifier) -> None:
     await notifier.register_shipment(registration(phone="080-2345-6789", email=""))
     outcome = await notifier.handle_webhook(webhook(code=6, at=T0))
     assert [(s.channel, s.status, s.reason) for s in outcome.notifications] == [
-        ("sms", "skipped", "landline phone"), ("email", "skipped", "no email")]
+        ("sms", "skipped", "landline phone"),
+        ("email", "skipped", "no email"),
+    ]
     await notifier.register_shipment(registration(waybill="B2", phone="12345", email="not-mail"))
     bad = await notifier.handle_webhook(webhook(waybill="B2", code=6, at=T0))
     assert [s.reason for s in bad.notifications] == ["invalid phone", "invalid email"]
@@ -248,8 +264,9 @@ async def test_quiet_hours_defer_to_the_morning(notifier: Notifier, clock: Clock
     assert (await notifier.dispatch_due()).counts == {"sent": 2}
 
 
-async def test_quiet_hours_setting_overrides_the_rules_file(settings: Settings,
-                                                            clock: Clock) -> None:
+async def test_quiet_hours_setting_overrides_the_rules_file(
+    settings: Settings, clock: Clock
+) -> None:
     night = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)
     clock.now = night
     off = settings.model_copy(update={"quiet_hours": "off"})

@@ -37,10 +37,10 @@ class Channel(abc.ABC):
 
     kind: ChannelKind
 
-    async def open(self) -> None:
+    async def open(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Prepare for a batch of sends (connect, log in). Default: nothing to do."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 (an optional hook, not abstract)
         """Release what :meth:`open` took. Default: nothing to do."""
 
     @abc.abstractmethod

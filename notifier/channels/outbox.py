@@ -36,8 +36,12 @@ class OutboxChannel(Channel):
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.kind is ChannelKind.EMAIL:
             return self._write_email(message)
-        line = {"id": message.notification_id, "to": message.to, "text": message.text,
-                "at": datetime.now(UTC).isoformat()}
+        line = {
+            "id": message.notification_id,
+            "to": message.to,
+            "text": message.text,
+            "at": datetime.now(UTC).isoformat(),
+        }
         path = self.directory / f"{self.kind.value}.jsonl"
         with path.open("a", encoding="utf-8") as out:
             out.write(json.dumps(line, ensure_ascii=False) + "\n")

@@ -93,17 +93,23 @@ class Store:
         with self.db.write() as session:
             event_id = _insert_ignore(session, Event, _event_values(update, now), "idempotency_key")
             if event_id is None:
-                return IngestOutcome(event_id=None, duplicate=True, shipment_id=None,
-                                     verdict="duplicate: this update was already received")
+                return IngestOutcome(
+                    event_id=None,
+                    duplicate=True,
+                    shipment_id=None,
+                    verdict="duplicate: this update was already received",
+                )
             shipment = _find_shipment(session, update)
             if shipment is None:
                 verdict = "held: shipment not registered yet; evaluated when it is"
                 _set_outcome(session, event_id, verdict)
-                return IngestOutcome(event_id=event_id, duplicate=False, shipment_id=None,
-                                     verdict=verdict)
+                return IngestOutcome(
+                    event_id=event_id, duplicate=False, shipment_id=None, verdict=verdict
+                )
             assert shipment.id is not None
-            session.execute(sql_update(Event).where(col(Event.id) == event_id)
-                            .values(shipment_id=shipment.id))
+            session.execute(
+                sql_update(Event).where(col(Event.id) == event_id).values(shipment_id=shipment.id)
+            )
             return _evaluate(session, shipment, event_id, update, decide, now, rules_version)
 
     def register(
@@ -122,9 +128,14 @@ class Store:
             created = shipment_id is not None
             if not created:
                 keep = {k: v for k, v in values.items() if k not in {"created_at"}}
-                session.execute(sql_update(Shipment).where(
-                    col(Shipment.cp_id) == registration.cp_id,
-                    col(Shipment.waybill) == registration.waybill).values(**keep))
+                session.execute(
+                    sql_update(Shipment)
+                    .where(
+                        col(Shipment.cp_id) == registration.cp_id,
+                        col(Shipment.waybill) == registration.waybill,
+                    )
+                    .values(**keep)
+                )
             shipment = _shipment_by_awb(session, registration.cp_id, registration.waybill)
             assert shipment.id is not None
             adopted = _adopt_orphans(session, shipment, registration)
@@ -132,10 +143,15 @@ class Store:
             if adopted:
                 latest = max(adopted, key=lambda e: (e.trigger_at, e.id or 0))
                 assert latest.id is not None
-                evaluation = _evaluate(session, shipment, latest.id, parse(latest.raw), decide,
-                                       now, rules_version)
-            return RegistrationOutcome(shipment_id=shipment.id, created=created,
-                                       adopted_events=len(adopted), evaluation=evaluation)
+                evaluation = _evaluate(
+                    session, shipment, latest.id, parse(latest.raw), decide, now, rules_version
+                )
+            return RegistrationOutcome(
+                shipment_id=shipment.id,
+                created=created,
+                adopted_events=len(adopted),
+                evaluation=evaluation,
+            )
 
     def unregister(self, cp_id: int, waybill: str, *, now: datetime) -> bool:
         """Mark the shipment unregistered and cancel what was still pending for it."""
@@ -150,10 +166,15 @@ class Store:
                 return False
             session.execute(
                 sql_update(Notification)
-                .where(col(Notification.shipment_id) == found,
-                       col(Notification.status).in_(PENDING_STATUSES))
-                .values(status=NotificationStatus.CANCELLED, reason="shipment unregistered",
-                        updated_at=now)
+                .where(
+                    col(Notification.shipment_id) == found,
+                    col(Notification.status).in_(PENDING_STATUSES),
+                )
+                .values(
+                    status=NotificationStatus.CANCELLED,
+                    reason="shipment unregistered",
+                    updated_at=now,
+                )
             )
             return True
 
@@ -163,20 +184,36 @@ class Store:
         """Claim due rows (and rows whose sender's lease ran out) for this dispatcher."""
         with self.db.write() as session:
             due = or_(
-                and_(col(Notification.status).in_(PENDING_STATUSES),
-                     col(Notification.due_at) <= now),
-                and_(col(Notification.status) == NotificationStatus.SENDING,
-                     col(Notification.lease_until) < now),
+                and_(
+                    col(Notification.status).in_(PENDING_STATUSES), col(Notification.due_at) <= now
+                ),
+                and_(
+                    col(Notification.status) == NotificationStatus.SENDING,
+                    col(Notification.lease_until) < now,
+                ),
             )
-            ids = (select(Notification.id).where(due).order_by(col(Notification.due_at))
-                   .limit(limit).with_for_update(skip_locked=True))
-            claimed = session.execute(
-                sql_update(Notification)
-                .where(col(Notification.id).in_(ids.scalar_subquery()))
-                .values(status=NotificationStatus.SENDING, lease_until=lease_until,
-                        attempts=col(Notification.attempts) + 1, updated_at=now)
-                .returning(col(Notification.id))
-            ).scalars().all()
+            ids = (
+                select(Notification.id)
+                .where(due)
+                .order_by(col(Notification.due_at))
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            claimed = (
+                session.execute(
+                    sql_update(Notification)
+                    .where(col(Notification.id).in_(ids.scalar_subquery()))
+                    .values(
+                        status=NotificationStatus.SENDING,
+                        lease_until=lease_until,
+                        attempts=col(Notification.attempts) + 1,
+                        updated_at=now,
+                    )
+                    .returning(col(Notification.id))
+                )
+                .scalars()
+                .all()
+            )
             return _jobs(session, list(claimed))
 
     def finish(
@@ -192,8 +229,13 @@ class Store:
         rendered: Mapping[str, Any] | None = None,
     ) -> bool:
         """Record the end of one attempt. False when the row was reclaimed meanwhile."""
-        values: dict[str, Any] = {"status": status, "reason": reason, "lease_until": None,
-                                  "updated_at": now, **(rendered or {})}
+        values: dict[str, Any] = {
+            "status": status,
+            "reason": reason,
+            "lease_until": None,
+            "updated_at": now,
+            **(rendered or {}),
+        }
         if provider_id:
             values["provider_id"] = provider_id
         if status is NotificationStatus.SENT:
@@ -203,15 +245,26 @@ class Store:
         with self.db.write() as session:
             changed = session.execute(
                 sql_update(Notification)
-                .where(col(Notification.id) == job.id,
-                       col(Notification.status) == NotificationStatus.SENDING,
-                       col(Notification.lease_until) == job.lease_until)
-                .values(**values).returning(col(Notification.id))
+                .where(
+                    col(Notification.id) == job.id,
+                    col(Notification.status) == NotificationStatus.SENDING,
+                    col(Notification.lease_until) == job.lease_until,
+                )
+                .values(**values)
+                .returning(col(Notification.id))
             ).scalar_one_or_none()
             if changed is not None and outcome != "expired":
-                session.add(Attempt(notification_id=job.id, number=job.attempts,
-                                    started_at=job.lease_until, finished_at=now,
-                                    outcome=outcome, error=reason, provider_id=provider_id))
+                session.add(
+                    Attempt(
+                        notification_id=job.id,
+                        number=job.attempts,
+                        started_at=job.lease_until,
+                        finished_at=now,
+                        outcome=outcome,
+                        error=reason,
+                        provider_id=provider_id,
+                    )
+                )
             return changed is not None
 
     def next_due(self) -> datetime | None:
@@ -219,7 +272,8 @@ class Store:
             return session.exec(
                 select(Notification.due_at)
                 .where(col(Notification.status).in_(PENDING_STATUSES))
-                .order_by(col(Notification.due_at)).limit(1)
+                .order_by(col(Notification.due_at))
+                .limit(1)
             ).first()
 
     # -- the delivery log ---------------------------------------------------------------------
@@ -234,7 +288,8 @@ class Store:
         limit: int = 100,
     ) -> list[dict[str, Any]]:
         query = select(Notification, Shipment).join(
-            Shipment, col(Notification.shipment_id) == col(Shipment.id))
+            Shipment, col(Notification.shipment_id) == col(Shipment.id)
+        )
         filters: list[ColumnElement[bool]] = []
         if waybill:
             filters.append(col(Shipment.waybill) == waybill)
@@ -250,63 +305,95 @@ class Store:
 
     def shipment_detail(self, cp_id: int, waybill: str) -> dict[str, Any] | None:
         with self.db.read() as session:
-            shipment = session.exec(select(Shipment).where(
-                col(Shipment.cp_id) == cp_id, col(Shipment.waybill) == waybill)).first()
+            shipment = session.exec(
+                select(Shipment).where(
+                    col(Shipment.cp_id) == cp_id, col(Shipment.waybill) == waybill
+                )
+            ).first()
             if shipment is None:
                 return None
-            events = session.exec(select(Event).where(col(Event.shipment_id) == shipment.id)
-                                  .order_by(col(Event.id))).all()
-            sent = session.exec(select(Notification)
-                                .where(col(Notification.shipment_id) == shipment.id)
-                                .order_by(col(Notification.id))).all()
-            return {"shipment": _shipment_view(shipment),
-                    "events": [_event_view(e) for e in events],
-                    "notifications": [log_entry(n, shipment) for n in sent]}
+            events = session.exec(
+                select(Event).where(col(Event.shipment_id) == shipment.id).order_by(col(Event.id))
+            ).all()
+            sent = session.exec(
+                select(Notification)
+                .where(col(Notification.shipment_id) == shipment.id)
+                .order_by(col(Notification.id))
+            ).all()
+            return {
+                "shipment": _shipment_view(shipment),
+                "events": [_event_view(e) for e in events],
+                "notifications": [log_entry(n, shipment) for n in sent],
+            }
 
     def attempts(self, notification_id: int) -> list[Attempt]:
         with self.db.read() as session:
-            return list(session.exec(select(Attempt).where(
-                col(Attempt.notification_id) == notification_id).order_by(col(Attempt.number))))
+            return list(
+                session.exec(
+                    select(Attempt)
+                    .where(col(Attempt.notification_id) == notification_id)
+                    .order_by(col(Attempt.number))
+                )
+            )
 
 
 # -- helpers: one transaction's worth of SQL each -------------------------------------------------
 
 
-
-def _insert_ignore(session: Session, model: type[Any], values: Mapping[str, Any],
-                   *conflict: str) -> int | None:
+def _insert_ignore(
+    session: Session, model: type[Any], values: Mapping[str, Any], *conflict: str
+) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new id, or None for a duplicate."""
     table = model.__table__
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (insert(table).values(**values)
-            .on_conflict_do_nothing(index_elements=list(conflict)).returning(table.c.id))
+    stmt = (
+        insert(table)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=list(conflict))
+        .returning(table.c.id)
+    )
     result: int | None = session.execute(stmt).scalar_one_or_none()
     return result
 
 
 def _event_values(update: ShipmentUpdate, now: datetime) -> dict[str, Any]:
     return {
-        "idempotency_key": update.identity, "cp_id": update.cp_id, "waybill": update.waybill,
-        "reference_number": update.reference_number, "order_id": update.order_id,
-        "source": update.source.value, "scan_code": update.scan.code,
-        "scan_at": update.scan.timestamp, "trigger_code": update.latest.code,
-        "trigger_at": update.latest.timestamp, "ndr_code": update.ndr_code,
-        "notification_event_id": update.notification_event_id, "raw": dict(update.raw),
-        "outcome": "", "received_at": now,
+        "idempotency_key": update.identity,
+        "cp_id": update.cp_id,
+        "waybill": update.waybill,
+        "reference_number": update.reference_number,
+        "order_id": update.order_id,
+        "source": update.source.value,
+        "scan_code": update.scan.code,
+        "scan_at": update.scan.timestamp,
+        "trigger_code": update.latest.code,
+        "trigger_at": update.latest.timestamp,
+        "ndr_code": update.ndr_code,
+        "notification_event_id": update.notification_event_id,
+        "raw": dict(update.raw),
+        "outcome": "",
+        "received_at": now,
     }
 
 
 def _shipment_values(reg: Registration, now: datetime) -> dict[str, Any]:
-    consumer = {"name": reg.consumer.name, "phone": reg.consumer.phone,
-                "email": reg.consumer.email}
+    consumer = {"name": reg.consumer.name, "phone": reg.consumer.phone, "email": reg.consumer.email}
     return {
-        "cp_id": reg.cp_id, "waybill": reg.waybill, "account_code": reg.account_code,
-        "reference_number": reg.reference_number, "order_id": reg.order_id,
-        "consumer": consumer, "shipment_info": dict(reg.shipment_info),
-        "registration": dict(reg.raw), "order_type": reg.order_type,
-        "delivery_type": reg.delivery_type, "order_date": reg.order_date,
-        "ship_date": reg.ship_date, "created_at": now, "updated_at": now,
+        "cp_id": reg.cp_id,
+        "waybill": reg.waybill,
+        "account_code": reg.account_code,
+        "reference_number": reg.reference_number,
+        "order_id": reg.order_id,
+        "consumer": consumer,
+        "shipment_info": dict(reg.shipment_info),
+        "registration": dict(reg.raw),
+        "order_type": reg.order_type,
+        "delivery_type": reg.delivery_type,
+        "order_date": reg.order_date,
+        "ship_date": reg.ship_date,
+        "created_at": now,
+        "updated_at": now,
     }
 
 
@@ -319,24 +406,33 @@ def _find_shipment(session: Session, update: ShipmentUpdate) -> Shipment | None:
         query = query.where(col(Shipment.waybill) == update.waybill)
     else:
         refs = list(update.references)
-        query = query.where(or_(col(Shipment.reference_number).in_(refs),
-                                col(Shipment.order_id).in_(refs)))
+        query = query.where(
+            or_(col(Shipment.reference_number).in_(refs), col(Shipment.order_id).in_(refs))
+        )
     return session.exec(query.with_for_update()).first()
 
 
 def _shipment_by_awb(session: Session, cp_id: int, waybill: str) -> Shipment:
-    return session.exec(select(Shipment).where(
-        col(Shipment.cp_id) == cp_id, col(Shipment.waybill) == waybill).with_for_update()).one()
+    return session.exec(
+        select(Shipment)
+        .where(col(Shipment.cp_id) == cp_id, col(Shipment.waybill) == waybill)
+        .with_for_update()
+    ).one()
 
 
 def _adopt_orphans(session: Session, shipment: Shipment, reg: Registration) -> list[Event]:
     """Attach updates that arrived before the registration to the shipment."""
     refs = [r for r in (reg.reference_number, reg.order_id) if r]
     by_awb = and_(col(Event.cp_id) == reg.cp_id, col(Event.waybill) == reg.waybill)
-    by_ref = and_(col(Event.waybill) == "", or_(col(Event.order_id).in_(refs),
-                                                 col(Event.reference_number).in_(refs)))
-    orphans = session.exec(select(Event).where(
-        col(Event.shipment_id).is_(None), or_(by_awb, by_ref) if refs else by_awb)).all()
+    by_ref = and_(
+        col(Event.waybill) == "",
+        or_(col(Event.order_id).in_(refs), col(Event.reference_number).in_(refs)),
+    )
+    orphans = session.exec(
+        select(Event).where(
+            col(Event.shipment_id).is_(None), or_(by_awb, by_ref) if refs else by_awb
+        )
+    ).all()
     for event in orphans:
         event.shipment_id = shipment.id
         session.add(event)
@@ -348,26 +444,49 @@ def state_of(shipment: Shipment) -> ShipmentState:
     consumer = shipment.consumer or {}
     assert shipment.id is not None
     return ShipmentState(
-        id=shipment.id, cp_id=shipment.cp_id, waybill=shipment.waybill,
-        account_code=shipment.account_code, order_type=shipment.order_type,
+        id=shipment.id,
+        cp_id=shipment.cp_id,
+        waybill=shipment.waybill,
+        account_code=shipment.account_code,
+        order_type=shipment.order_type,
         delivery_type=shipment.delivery_type,
-        consumer=Consumer(name=consumer.get("name", ""), phone=consumer.get("phone", ""),
-                          email=consumer.get("email", "")),
-        stage=shipment.stage, status_code=shipment.status_code, status_at=shipment.status_at,
+        consumer=Consumer(
+            name=consumer.get("name", ""),
+            phone=consumer.get("phone", ""),
+            email=consumer.get("email", ""),
+        ),
+        stage=shipment.stage,
+        status_code=shipment.status_code,
+        status_at=shipment.status_at,
         state=shipment.state,
     )
 
 
-def _evaluate(session: Session, shipment: Shipment, event_id: int, update: ShipmentUpdate,
-              decide: Decide, now: datetime, rules_version: str) -> IngestOutcome:
+def _evaluate(
+    session: Session,
+    shipment: Shipment,
+    event_id: int,
+    update: ShipmentUpdate,
+    decide: Decide,
+    now: datetime,
+    rules_version: str,
+) -> IngestOutcome:
     plan = decide(state_of(shipment), update)
     cancelled = _apply_state(session, shipment, plan, now)
-    summaries = tuple(_insert_planned(session, shipment, event_id, p, now, rules_version)
-                      for p in plan.notifications)
+    summaries = tuple(
+        _insert_planned(session, shipment, event_id, p, now, rules_version)
+        for p in plan.notifications
+    )
     verdict = plan.verdict
     _set_outcome(session, event_id, _describe(verdict, summaries, cancelled))
-    return IngestOutcome(event_id=event_id, duplicate=False, shipment_id=shipment.id,
-                         verdict=verdict, notifications=summaries, cancelled=cancelled)
+    return IngestOutcome(
+        event_id=event_id,
+        duplicate=False,
+        shipment_id=shipment.id,
+        verdict=verdict,
+        notifications=summaries,
+        cancelled=cancelled,
+    )
 
 
 def _apply_state(session: Session, shipment: Shipment, plan: Plan, now: datetime) -> int:
@@ -380,45 +499,74 @@ def _apply_state(session: Session, shipment: Shipment, plan: Plan, now: datetime
     if plan.supersede is None:
         return 0
     sup = plan.supersede
-    where = [col(Notification.shipment_id) == shipment.id,
-             col(Notification.status).in_(PENDING_STATUSES),
-             col(Notification.trigger_at) < sup.before,
-             col(Notification.trigger_stage) <= sup.max_stage]
+    where = [
+        col(Notification.shipment_id) == shipment.id,
+        col(Notification.status).in_(PENDING_STATUSES),
+        col(Notification.trigger_at) < sup.before,
+        col(Notification.trigger_stage) <= sup.max_stage,
+    ]
     if sup.channels is not None:
         where.append(col(Notification.channel).in_([c.value for c in sup.channels]))
-    result = session.execute(sql_update(Notification).where(*where).values(
-        status=NotificationStatus.CANCELLED, reason=sup.reason, updated_at=now)
-        .returning(col(Notification.id)))
+    result = session.execute(
+        sql_update(Notification)
+        .where(*where)
+        .values(status=NotificationStatus.CANCELLED, reason=sup.reason, updated_at=now)
+        .returning(col(Notification.id))
+    )
     return len(result.scalars().all())
 
 
-def _insert_planned(session: Session, shipment: Shipment, event_id: int,
-                    planned: PlannedNotification, now: datetime,
-                    rules_version: str) -> PlannedSummary:
+def _insert_planned(
+    session: Session,
+    shipment: Shipment,
+    event_id: int,
+    planned: PlannedNotification,
+    now: datetime,
+    rules_version: str,
+) -> PlannedSummary:
     values = {
-        "shipment_id": shipment.id, "event_id": event_id, "rule": planned.rule,
-        "channel": planned.channel.value, "dedup_key": planned.dedup_key,
-        "recipient": planned.recipient, "recipient_masked": planned.recipient_masked,
-        "template": planned.template, "rules_version": rules_version,
-        "status": planned.status.value, "reason": planned.reason,
-        "trigger_code": planned.trigger.code, "trigger_stage": planned.trigger_stage,
-        "trigger_at": planned.trigger.timestamp, "due_at": planned.due_at,
-        "expires_at": planned.expires_at, "attempts": 0, "created_at": now, "updated_at": now,
+        "shipment_id": shipment.id,
+        "event_id": event_id,
+        "rule": planned.rule,
+        "channel": planned.channel.value,
+        "dedup_key": planned.dedup_key,
+        "recipient": planned.recipient,
+        "recipient_masked": planned.recipient_masked,
+        "template": planned.template,
+        "rules_version": rules_version,
+        "status": planned.status.value,
+        "reason": planned.reason,
+        "trigger_code": planned.trigger.code,
+        "trigger_stage": planned.trigger_stage,
+        "trigger_at": planned.trigger.timestamp,
+        "due_at": planned.due_at,
+        "expires_at": planned.expires_at,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
     }
     new_id = _insert_ignore(session, Notification, values, "dedup_key")
     if new_id is None:
-        return PlannedSummary(notification_id=None, rule=planned.rule,
-                              channel=planned.channel.value, status="duplicate",
-                              reason="duplicate: already planned for this shipment event")
-    return PlannedSummary(notification_id=new_id, rule=planned.rule,
-                          channel=planned.channel.value, status=planned.status.value,
-                          reason=planned.reason, due_at=planned.due_at)
+        return PlannedSummary(
+            notification_id=None,
+            rule=planned.rule,
+            channel=planned.channel.value,
+            status="duplicate",
+            reason="duplicate: already planned for this shipment event",
+        )
+    return PlannedSummary(
+        notification_id=new_id,
+        rule=planned.rule,
+        channel=planned.channel.value,
+        status=planned.status.value,
+        reason=planned.reason,
+        due_at=planned.due_at,
+    )
 
 
 def _describe(verdict: str, summaries: Sequence[PlannedSummary], cancelled: int) -> str:
     parts = [verdict]
-    parts += [f"{s.channel} {s.status}" + (f" ({s.reason})" if s.reason else "")
-              for s in summaries]
+    parts += [f"{s.channel} {s.status}" + (f" ({s.reason})" if s.reason else "") for s in summaries]
     if cancelled:
         parts.append(f"{cancelled} pending cancelled as superseded")
     return "; ".join(parts)
@@ -435,14 +583,22 @@ def _jobs(session: Session, ids: list[int]) -> list[Job]:
         select(Notification, Shipment, Event)
         .join(Shipment, col(Notification.shipment_id) == col(Shipment.id))
         .outerjoin(Event, col(Notification.event_id) == col(Event.id))
-        .where(col(Notification.id).in_(ids)).order_by(col(Notification.due_at))
+        .where(col(Notification.id).in_(ids))
+        .order_by(col(Notification.due_at))
     ).all()
     return [
-        Job(id=_required(n.id), channel=n.channel, template=n.template, rule=n.rule,
-            recipient=n.recipient or "", attempts=n.attempts,
+        Job(
+            id=_required(n.id),
+            channel=n.channel,
+            template=n.template,
+            rule=n.rule,
+            recipient=n.recipient or "",
+            attempts=n.attempts,
             lease_until=_required(n.lease_until),
-            expires_at=n.expires_at, registration=s.registration,
-            event_raw=e.raw if e is not None else None)
+            expires_at=n.expires_at,
+            registration=s.registration,
+            event_raw=e.raw if e is not None else None,
+        )
         for n, s, e in rows
     ]
 
@@ -455,11 +611,22 @@ def _required(value: _T | None) -> _T:
 def log_entry(n: Notification, s: Shipment) -> dict[str, Any]:
     """One notification as the API and the CLI show it: masked, never the full address."""
     return {
-        "id": n.id, "cp_id": s.cp_id, "waybill": s.waybill, "rule": n.rule,
-        "channel": n.channel, "recipient": n.recipient_masked, "status": n.status,
-        "reason": n.reason, "attempts": n.attempts, "template": n.template,
-        "rules_version": n.rules_version, "created_at": n.created_at, "due_at": n.due_at,
-        "sent_at": n.sent_at, "provider_id": n.provider_id, "segments": n.segments,
+        "id": n.id,
+        "cp_id": s.cp_id,
+        "waybill": s.waybill,
+        "rule": n.rule,
+        "channel": n.channel,
+        "recipient": n.recipient_masked,
+        "status": n.status,
+        "reason": n.reason,
+        "attempts": n.attempts,
+        "template": n.template,
+        "rules_version": n.rules_version,
+        "created_at": n.created_at,
+        "due_at": n.due_at,
+        "sent_at": n.sent_at,
+        "provider_id": n.provider_id,
+        "segments": n.segments,
         "encoding": n.encoding,
     }
 
@@ -467,21 +634,37 @@ def log_entry(n: Notification, s: Shipment) -> dict[str, Any]:
 def _shipment_view(s: Shipment) -> dict[str, Any]:
     consumer = s.consumer or {}
     return {
-        "id": s.id, "cp_id": s.cp_id, "waybill": s.waybill, "account_code": s.account_code,
-        "reference_number": s.reference_number, "order_id": s.order_id,
-        "order_type": s.order_type, "delivery_type": s.delivery_type, "state": s.state,
-        "status_code": s.status_code, "status_at": s.status_at,
-        "consumer": {"name": consumer.get("name", ""),
-                     "phone": recipients.mask(consumer.get("phone")),
-                     "email": recipients.mask(consumer.get("email"))},
-        "created_at": s.created_at, "updated_at": s.updated_at,
+        "id": s.id,
+        "cp_id": s.cp_id,
+        "waybill": s.waybill,
+        "account_code": s.account_code,
+        "reference_number": s.reference_number,
+        "order_id": s.order_id,
+        "order_type": s.order_type,
+        "delivery_type": s.delivery_type,
+        "state": s.state,
+        "status_code": s.status_code,
+        "status_at": s.status_at,
+        "consumer": {
+            "name": consumer.get("name", ""),
+            "phone": recipients.mask(consumer.get("phone")),
+            "email": recipients.mask(consumer.get("email")),
+        },
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
     }
 
 
 def _event_view(e: Event) -> dict[str, Any]:
     return {
-        "id": e.id, "source": e.source, "scan_code": e.scan_code, "scan_at": e.scan_at,
-        "trigger_code": e.trigger_code, "trigger_at": e.trigger_at, "ndr_code": e.ndr_code,
-        "notification_event_id": e.notification_event_id, "outcome": e.outcome,
+        "id": e.id,
+        "source": e.source,
+        "scan_code": e.scan_code,
+        "scan_at": e.scan_at,
+        "trigger_code": e.trigger_code,
+        "trigger_at": e.trigger_at,
+        "ndr_code": e.ndr_code,
+        "notification_event_id": e.notification_event_id,
+        "outcome": e.outcome,
         "received_at": e.received_at,
     }
