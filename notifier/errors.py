@@ -9,6 +9,7 @@
     └── ChannelError                a provider refused or failed a send
         ├── TransientChannelError   worth retrying; carries retry_after (seconds) when known
         └── PermanentChannelError   retrying will not help (invalid number, 5xx SMTP reply)
+            └── OptedOutError       the recipient asked for no more messages (SMS STOP)
 
 Third-party errors are translated once, where they are caught, with ``raise ... from err``.
 Nothing in notifier reports failure by returning False.
@@ -94,3 +95,7 @@ class TransientChannelError(ChannelError):
 
 class PermanentChannelError(ChannelError):
     """Retrying will not help: the recipient or the message is refused for good."""
+
+
+class OptedOutError(PermanentChannelError):
+    """The recipient opted out (Twilio 21610: replied STOP); suppress until they opt back in."""

@@ -38,7 +38,13 @@ class Settings(BaseSettings):
     smtp_username: str | None = None
     smtp_password: SecretStr | None = None
     smtp_starttls: bool = True
+    smtp_implicit_tls: bool = False
+    smtp_timeout: float = 30.0
     email_from: str | None = None
+    unsubscribe_url: str | None = None
+
+    twilio_timeout: float = 15.0
+    channel_concurrency: int = 16
 
     public_url: str | None = None
     quiet_hours: str | None = Field(default=None, description="HH:MM-HH:MM or 'off'")

@@ -11,6 +11,7 @@ those two once, inside the provider's module; nothing else imports a provider SD
 from __future__ import annotations
 
 import abc
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from notifier.events import ChannelKind
@@ -25,6 +26,9 @@ class OutgoingMessage:
     subject: str | None = None
     html: str | None = None
     message_id: str = ""  # stable per notification: a resend after a crash carries the same one
+    unsubscribe_url: str | None = None  # email: List-Unsubscribe (RFC 8058) when configured
+    content_sid: str | None = None  # WhatsApp: an approved template (Twilio Content API)
+    content_variables: Mapping[str, str] | None = None  # its numbered variables, rendered
 
 
 @dataclass(frozen=True, kw_only=True)

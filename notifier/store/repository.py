@@ -74,6 +74,7 @@ class Job:
     rule: str
     recipient: str
     attempts: int
+    claimed_at: datetime
     lease_until: datetime
     expires_at: datetime | None
     registration: Mapping[str, Any]
@@ -214,7 +215,7 @@ class Store:
                 .scalars()
                 .all()
             )
-            return _jobs(session, list(claimed))
+            return _jobs(session, list(claimed), claimed_at=now)
 
     def finish(
         self,
@@ -258,7 +259,7 @@ class Store:
                     Attempt(
                         notification_id=job.id,
                         number=job.attempts,
-                        started_at=job.lease_until,
+                        started_at=job.claimed_at,
                         finished_at=now,
                         outcome=outcome,
                         error=reason,
@@ -576,7 +577,7 @@ def _set_outcome(session: Session, event_id: int, outcome: str) -> None:
     session.execute(sql_update(Event).where(col(Event.id) == event_id).values(outcome=outcome))
 
 
-def _jobs(session: Session, ids: list[int]) -> list[Job]:
+def _jobs(session: Session, ids: list[int], *, claimed_at: datetime) -> list[Job]:
     if not ids:
         return []
     rows = session.exec(
@@ -594,6 +595,7 @@ def _jobs(session: Session, ids: list[int]) -> list[Job]:
             rule=n.rule,
             recipient=n.recipient or "",
             attempts=n.attempts,
+            claimed_at=claimed_at,
             lease_until=_required(n.lease_until),
             expires_at=n.expires_at,
             registration=s.registration,
