@@ -6,13 +6,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
-from collections.abc import Callable
 from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import jsonschema
 import pytest
 
 from notifier.errors import Problem, RulesError
@@ -21,6 +20,7 @@ from notifier.rules import (
     QuietHours,
     QuietHoursPolicy,
     Repeat,
+    Retry,
     RuleSet,
     load_rules,
     parse_rules,
@@ -483,20 +483,6 @@ def test_bad_quiet_hours(typed: str) -> None:
 
 # ---- the JSON Schema -----------------------------------------------------------------------
 
-KEYWORDS = {
-    "$schema", "$defs", "$ref", "title", "description", "default", "type", "enum", "const",
-    "anyOf", "properties", "required", "additionalProperties", "items", "minItems",
-    "minLength", "minimum", "pattern",
-}  # fmt: skip
-TYPES = {
-    "object": dict,
-    "array": list,
-    "string": str,
-    "integer": int,
-    "boolean": bool,
-    "null": type(None),
-}
-
 
 def subschemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
     inner = [*schema.get("$defs", {}).values(), *schema.get("properties", {}).values()]
@@ -504,45 +490,11 @@ def subschemas(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return [schema, *(s for child in inner for s in subschemas(child))]
 
 
-def schema_errors(
-    schema: dict[str, Any], value: Any, root: dict[str, Any], at: str = ""
-) -> list[str]:
-    """A validator for the keywords the schema uses (KEYWORDS): enough to check rules.yaml."""
-    if "$ref" in schema:
-        return schema_errors(root["$defs"][schema["$ref"].split("/")[-1]], value, root, at)
-    if "anyOf" in schema and all(schema_errors(s, value, root, at) for s in schema["anyOf"]):
-        return [f"{at}: {value!r} matches no choice"]
-    kinds = schema.get("type", [])
-    kinds = [kinds] if isinstance(kinds, str) else kinds
-    if kinds and not any(_is(value, kind) for kind in kinds):
-        return [f"{at}: {value!r} is not {kinds}"]
-    errors = _constraints(schema, value, at)
-    if isinstance(value, dict):
-        props = schema.get("properties", {})
-        errors += [f"{at}.{k}: unknown" for k in value if k not in props and "properties" in schema]
-        errors += [f"{at}.{k}: required" for k in schema.get("required", []) if k not in value]
-        for key, item in value.items():
-            errors += schema_errors(props.get(key, {}), item, root, f"{at}.{key}")
-    if isinstance(value, list) and "items" in schema:
-        for index, item in enumerate(value):
-            errors += schema_errors(schema["items"], item, root, f"{at}[{index}]")
-    return errors
-
-
-def _is(value: Any, kind: str) -> bool:
-    return isinstance(value, TYPES[kind]) and not (kind == "integer" and isinstance(value, bool))
-
-
-def _constraints(schema: dict[str, Any], value: Any, at: str) -> list[str]:
-    checks: list[tuple[str, Callable[[], bool]]] = [
-        ("enum", lambda: value in schema["enum"]),
-        ("const", lambda: value == schema["const"]),
-        ("pattern", lambda: re.search(schema["pattern"], value) is not None),
-        ("minLength", lambda: len(value) >= schema["minLength"]),
-        ("minItems", lambda: len(value) >= schema["minItems"]),
-        ("minimum", lambda: value >= schema["minimum"]),
+def schema_errors(schema: dict[str, Any], value: Any) -> list[str]:
+    validator = jsonschema.Draft202012Validator(schema)
+    return [
+        f"{'.'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(value)
     ]
-    return [f"{at}: fails {key}" for key, holds in checks if key in schema and not holds()]
 
 
 def yaml_data(path: Path) -> Any:
@@ -556,10 +508,8 @@ def yaml_data(path: Path) -> Any:
 def test_schema_is_well_formed_and_describes_every_field() -> None:
     schema = rules_json_schema()
     assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    jsonschema.Draft202012Validator.check_schema(schema)
     for sub in subschemas(schema):
-        assert set(sub) <= KEYWORDS, set(sub) - KEYWORDS
-        kinds = sub.get("type", [])
-        assert set([kinds] if isinstance(kinds, str) else kinds) <= set(TYPES)
         if "$ref" in sub:
             assert sub["$ref"].removeprefix("#/$defs/") in schema["$defs"]
         for name, prop in sub.get("properties", {}).items():
@@ -577,7 +527,7 @@ def test_schema_lists_names_beside_numbers() -> None:
 
 def test_shipped_rules_satisfy_the_schema_and_a_typo_does_not(tmp_path: Path) -> None:
     schema = rules_json_schema()
-    assert schema_errors(schema, yaml_data(RULES), schema) == []
+    assert schema_errors(schema, yaml_data(RULES)) == []
     broken = tmp_path / "rules.yaml"
     text = RULES.read_text()
     typos = [
@@ -589,7 +539,7 @@ def test_shipped_rules_satisfy_the_schema_and_a_typo_does_not(tmp_path: Path) ->
         assert old in text
         text = text.replace(old, new, 1)
     broken.write_text(text)
-    errors = schema_errors(schema, yaml_data(broken), schema)
+    errors = schema_errors(schema, yaml_data(broken))
     assert len(errors) >= 3, errors
 
 
@@ -599,3 +549,55 @@ def test_committed_schema_is_up_to_date() -> None:
         "print(json.dumps(rules_json_schema(), indent=2))' > rules.schema.json"
     )
     assert json.loads(SCHEMA.read_text()) == rules_json_schema(), f"regenerate: {regenerate}"
+
+
+# ---- retries and WhatsApp approved templates -------------------------------------------------
+
+
+def test_retry_bounds_default_then_defaults_then_rule_field_by_field() -> None:
+    plain = parse_rules(BASE)
+    assert plain.defaults.retry == Retry(max_attempts=5, max_age=timedelta(days=1))
+    text = BASE.replace(
+        "  max_event_age: 3d\n", "  max_event_age: 3d\n  retry: {max_attempts: 8}\n"
+    )
+    text += "    retry: {max_age: 2h}\n"
+    rules = parse_rules(text)
+    assert rules.defaults.retry == Retry(max_attempts=8, max_age=timedelta(days=1))
+    assert rules.retry_for("out_for_delivery") == Retry(max_attempts=8, max_age=timedelta(hours=2))
+    assert rules.retry_for("renamed_since") == rules.defaults.retry
+
+
+def test_retry_attempts_are_bounded() -> None:
+    [problem] = problems_of(BASE + "    retry: {max_attempts: 0}\n")
+    assert problem.line == 15 and "max_attempts" in problem.message
+
+
+def test_whatsapp_send_with_an_approved_template() -> None:
+    sid = "HX" + "0123456789abcdef" * 2
+    text = BASE.replace(
+        "      - {channel: sms, template: out_for_delivery}\n",
+        "      - {channel: sms, template: out_for_delivery}\n"
+        f"      - channel: whatsapp\n        template: out_for_delivery\n"
+        f"        content_sid: {sid}\n"
+        '        content_variables: {"2": "shipment.order_id", "1": "consumer.first_name"}\n',
+    )
+    [rule] = parse_rules(text).rules
+    whatsapp = rule.send[1]
+    assert whatsapp.content_sid == sid
+    assert whatsapp.content_variables == (("1", "consumer.first_name"), ("2", "shipment.order_id"))
+
+
+@pytest.mark.parametrize(
+    ("send", "message"),
+    [
+        ("{channel: sms, template: t, content_sid: HX0123456789abcdef0123456789abcdef}",
+         "content_sid is for whatsapp only"),
+        ('{channel: whatsapp, template: t, content_variables: {"1": "consumer.name"}}',
+         "content_variables needs a content_sid"),
+        ("{channel: whatsapp, template: t, content_sid: HX12}", "content_sid"),
+    ],
+)  # fmt: skip
+def test_whatsapp_template_mistakes_are_located(send: str, message: str) -> None:
+    text = BASE.replace("{channel: sms, template: out_for_delivery}", send)
+    [problem] = problems_of(text)
+    assert problem.line == 13 and message in problem.message
