@@ -22,7 +22,7 @@ from typing import Any
 
 from notifier.channels import Channel, build_channels
 from notifier.clickpost.models import parse_registration, parse_unregistration, parse_webhook
-from notifier.dispatch import Dispatcher, DispatchReport, RetryPolicy
+from notifier.dispatch import Dispatcher, DispatchReport
 from notifier.errors import AuthenticationError, ConfigurationError
 from notifier.events import ChannelKind, ShipmentUpdate
 from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
@@ -30,6 +30,8 @@ from notifier.rendering import Renderer
 from notifier.rules import QuietHours, RuleSet, load_rules
 from notifier.settings import Settings
 from notifier.store.database import Database
+from notifier.store.log import DeliveryLog
+from notifier.store.queue import Queue
 from notifier.store.repository import IngestOutcome, RegistrationOutcome, Store
 
 log = logging.getLogger("notifier")
@@ -59,16 +61,19 @@ class Notifier:
         self.db = Database(self.settings.database_url)
         self.db.create_all()
         self.store = Store(self.db)
+        self.queue = Queue(self.db)
+        self.log = DeliveryLog(self.db)
         self.channels = dict(channels) if channels is not None else build_channels(self.settings)
         self.dispatcher = Dispatcher(
-            self.store,
+            self.queue,
             self.channels,
             current=lambda: (self.rules, self.renderer),
             clock=clock,
-            retry=RetryPolicy(max_attempts=self.settings.max_attempts),
             batch=self.settings.dispatch_batch,
             lease=timedelta(seconds=self.settings.send_lease_seconds),
+            concurrency=self.settings.channel_concurrency,
             email_domain=_email_domain(self.settings.email_from),
+            unsubscribe_url=self.settings.unsubscribe_url,
         )
 
     @classmethod
@@ -154,10 +159,10 @@ class Notifier:
         return await self.dispatcher.dispatch_due()
 
     async def notifications(self, **filters: Any) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(partial(self.store.notifications, **filters))
+        return await asyncio.to_thread(partial(self.log.notifications, **filters))
 
     async def shipment(self, cp_id: int, waybill: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self.store.shipment_detail, cp_id, waybill)
+        return await asyncio.to_thread(self.log.shipment_detail, cp_id, waybill)
 
     def reload_rules(self) -> RuleSet:
         """Load the rules again; on error the previous rules stay and the error is raised."""

@@ -4,6 +4,9 @@ Persist, then send: a row is claimed (status ``sending`` with a lease) before th
 called, and finished after. A crash in between leaves the row ``sending``; once its lease runs
 out the next dispatcher claims it again and sends it again. That is the one window in which a
 customer can get a message twice (design.md, "Delivery"), and it is as long as one provider call.
+
+Each channel drains its own queue with its own bound on parallel sends, so a slow or failing
+provider (SMTP down) does not hold up the others.
 """
 
 from __future__ import annotations
@@ -19,21 +22,26 @@ from typing import Any
 from notifier import recipients
 from notifier.channels.base import Channel, OutgoingMessage
 from notifier.clickpost.models import parse_registration, parse_webhook
-from notifier.errors import PermanentChannelError, TemplateError, TransientChannelError
+from notifier.errors import (
+    ChannelError,
+    OptedOutError,
+    PermanentChannelError,
+    TemplateError,
+    TransientChannelError,
+)
 from notifier.events import ChannelKind, NotificationStatus
 from notifier.rendering import Rendered, Renderer, build_context
-from notifier.rules import RuleSet
+from notifier.rules import Retry, RuleSet, Send
 from notifier.segments import count_segments
-from notifier.store.repository import Job, Store
+from notifier.store.queue import Job, Queue
 
 log = logging.getLogger("notifier.dispatch")
 
 
 @dataclass(frozen=True, kw_only=True)
-class RetryPolicy:
-    """Exponential backoff with jitter, bounded in attempts."""
+class Backoff:
+    """Exponential backoff with full jitter in [50%, 100%], honouring the provider's hint."""
 
-    max_attempts: int = 5
     base: timedelta = timedelta(seconds=30)
     cap: timedelta = timedelta(hours=1)
 
@@ -46,7 +54,7 @@ class RetryPolicy:
 
 @dataclass(kw_only=True)
 class DispatchReport:
-    """Counts of what one ``dispatch_due`` call did, by final status of each attempt."""
+    """Counts of what one ``dispatch_due`` call did, by the status each attempt ended in."""
 
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -61,169 +69,174 @@ class DispatchReport:
 class Dispatcher:
     def __init__(
         self,
-        store: Store,
+        queue: Queue,
         channels: Mapping[ChannelKind, Channel],
         *,
         current: Callable[[], tuple[RuleSet, Renderer]],
         clock: Callable[[], datetime],
-        retry: RetryPolicy | None = None,
+        backoff: Backoff | None = None,
         batch: int = 200,
         lease: timedelta = timedelta(minutes=2),
         concurrency: int = 16,
         email_domain: str = "notifier.local",
+        unsubscribe_url: str | None = None,
     ) -> None:
-        self.store = store
+        self.queue = queue
         self.channels = channels
         self.current = current
         self.clock = clock
-        self.retry = retry or RetryPolicy()
+        self.backoff = backoff or Backoff()
         self.batch = batch
         self.lease = lease
         self.email_domain = email_domain
-        self._limit = asyncio.Semaphore(concurrency)
+        self.unsubscribe_url = unsubscribe_url
+        self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
 
     async def dispatch_due(self) -> DispatchReport:
-        """Send everything due now, batch by batch, until nothing due is left."""
+        """Send everything due now, every channel in parallel, until nothing due is left."""
         report = DispatchReport()
+        await asyncio.gather(*(self._drain(kind, report) for kind in self.channels))
+        return report
+
+    async def _drain(self, kind: ChannelKind, report: DispatchReport) -> None:
         while True:
             now = self.clock()
             jobs = await asyncio.to_thread(
-                self.store.claim_due, now=now, limit=self.batch, lease_until=now + self.lease
-            )
-            if not jobs:
-                return report
-            await self._send_batch(jobs, report)
+                self.queue.claim_due, now=now, limit=self.batch, lease_until=now + self.lease,
+                channel=kind.value,
+            )  # fmt: skip
+            if jobs:
+                for status in await self._send_batch(kind, jobs):
+                    report.add(status)
             if len(jobs) < self.batch:
-                return report
+                return
 
-    async def _send_batch(self, jobs: list[Job], report: DispatchReport) -> None:
-        kinds = {ChannelKind(j.channel) for j in jobs}
-        for kind in kinds:
-            await self.channels[kind].open()
+    async def _send_batch(self, kind: ChannelKind, jobs: list[Job]) -> list[str]:
+        channel = self.channels[kind]
         try:
-            results = await asyncio.gather(*(self._guarded(job) for job in jobs))
+            await channel.open()
+        except ChannelError as err:  # e.g. the SMTP server is down: every job gets an attempt
+            return [await self._failed_send(job, err, {}) for job in jobs]
+        try:
+            return list(await asyncio.gather(*(self._guarded(kind, job) for job in jobs)))
         finally:
-            for kind in kinds:
-                await self.channels[kind].close()
-        for status in results:
-            report.add(status)
+            await channel.close()
 
-    async def _guarded(self, job: Job) -> str:
-        async with self._limit:
+    async def _guarded(self, kind: ChannelKind, job: Job) -> str:
+        async with self._limits[kind]:
             return await self._send_one(job)
 
     async def _send_one(self, job: Job) -> str:
-        now = self.clock()
-        if job.expires_at is not None and now > job.expires_at:
+        if job.suppressed:
+            reason = "opted out: no more messages to this recipient on this channel"
+            return await self._finish(job, NotificationStatus.SKIPPED, reason, "suppressed")
+        if job.expires_at is not None and self.clock() > job.expires_at:
             reason = f"expired: too old to matter after {job.expires_at:%Y-%m-%d %H:%M}Z"
-            return await self._finish(job, NotificationStatus.EXPIRED, reason, outcome="expired")
+            return await self._finish(job, NotificationStatus.EXPIRED, reason, "expired")
         try:
-            rendered = self._render(job)
+            message, rendered = self._prepare(job)
         except TemplateError as err:
-            return await self._finish(
-                job, NotificationStatus.FAILED, f"template: {err}", outcome="permanent"
-            )
+            return await self._finish(job, NotificationStatus.FAILED, f"template: {err}",
+                                      "permanent")  # fmt: skip
         facts = _facts(job, rendered)
-        message = OutgoingMessage(
-            notification_id=job.id,
-            channel=ChannelKind(job.channel),
-            to=job.recipient,
-            text=rendered.text,
-            subject=rendered.subject,
-            html=rendered.html,
-            message_id=f"<notification.{job.id}@{self.email_domain}>",
-        )
         try:
             receipt = await self.channels[message.channel].send(message)
-        except TransientChannelError as err:
-            return await self._retry_or_fail(job, err, facts)
-        except PermanentChannelError as err:
-            return await self._finish(
-                job,
-                NotificationStatus.FAILED,
-                _error_text(err),
-                outcome="permanent",
-                rendered=facts,
-            )
+        except ChannelError as err:
+            return await self._failed_send(job, err, facts)
         except Exception as err:  # a bug or an untranslated provider error: retry, bounded
             log.exception("notification %s: unexpected error from %s", job.id, job.channel)
-            return await self._retry_or_fail(job, TransientChannelError(repr(err)), facts)
-        log.info(
-            "notification %s sent by %s to %s", job.id, job.channel, recipients.mask(job.recipient)
-        )
-        return await self._finish(
-            job,
-            NotificationStatus.SENT,
-            "",
-            outcome="sent",
-            provider_id=receipt.provider_id,
-            rendered=facts,
-        )
+            return await self._failed_send(job, TransientChannelError(repr(err)), facts)
+        log.info("notification %s sent by %s to %s", job.id, job.channel,
+                 recipients.mask(job.recipient))  # fmt: skip
+        return await self._finish(job, NotificationStatus.SENT, "", "sent",
+                                  provider_id=receipt.provider_id, rendered=facts)  # fmt: skip
 
-    def _render(self, job: Job) -> Rendered:
+    def _prepare(self, job: Job) -> tuple[OutgoingMessage, Rendered]:
         rules, renderer = self.current()
+        kind = ChannelKind(job.channel)
         registration = parse_registration(job.registration)
         update = parse_webhook(job.event_raw) if job.event_raw else None
+        phone = job.recipient if kind is not ChannelKind.EMAIL else ""
         context = build_context(
-            registration=registration,
-            update=update,
-            brand=rules.defaults.brand,
-            tracking_url=rules.defaults.tracking_url,
-            consumer_phone=job.recipient if job.channel != ChannelKind.EMAIL else "",
-            now=self.clock(),
-        )
-        return renderer.render(ChannelKind(job.channel), job.template, context)
+            registration=registration, update=update, brand=rules.defaults.brand,
+            tracking_url=rules.defaults.tracking_url, consumer_phone=phone, now=self.clock(),
+        )  # fmt: skip
+        rendered = renderer.render(kind, job.template, context)
+        send = _send_of(rules, job)
+        variables = None
+        if send is not None and send.content_sid:
+            variables = renderer.render_variables(send.content_variables, context,
+                                                  where=f"rule {job.rule}")  # fmt: skip
+        message = OutgoingMessage(
+            notification_id=job.id, channel=kind, to=job.recipient, text=rendered.text,
+            subject=rendered.subject, html=rendered.html,
+            message_id=f"<notification.{job.id}@{self.email_domain}>",
+            unsubscribe_url=self._unsubscribe(job),
+            content_sid=send.content_sid if send else None, content_variables=variables,
+        )  # fmt: skip
+        return message, rendered
 
-    async def _retry_or_fail(
-        self, job: Job, err: TransientChannelError, facts: Mapping[str, Any]
-    ) -> str:
+    def _unsubscribe(self, job: Job) -> str | None:
+        if not self.unsubscribe_url or job.channel != ChannelKind.EMAIL:
+            return None
+        return self.unsubscribe_url.format(notification_id=job.id)
+
+    async def _failed_send(self, job: Job, err: ChannelError, facts: Mapping[str, Any]) -> str:
         text = _error_text(err)
-        if job.attempts >= self.retry.max_attempts:
-            return await self._finish(
-                job,
-                NotificationStatus.FAILED,
-                f"gave up after {job.attempts} attempts: {text}",
-                outcome="transient",
-                rendered=facts,
+        if isinstance(err, OptedOutError):
+            await asyncio.to_thread(
+                self.queue.suppress,
+                job.channel,
+                job.recipient,
+                f"recipient refused messages ({text})",
+                now=self.clock(),
             )
-        due = self.clock() + self.retry.delay(job.attempts, err.retry_after)
-        log.warning("notification %s: %s; retry at %s", job.id, text, due.isoformat())
-        return await self._finish(
-            job, NotificationStatus.RETRYING, text, outcome="transient", due_at=due, rendered=facts
-        )
+            return await self._finish(job, NotificationStatus.SKIPPED, f"opted out: {text}",
+                                      "permanent", rendered=facts)  # fmt: skip
+        if isinstance(err, PermanentChannelError):
+            return await self._finish(job, NotificationStatus.FAILED, text, "permanent",
+                                      rendered=facts)  # fmt: skip
+        retry_after = err.retry_after if isinstance(err, TransientChannelError) else None
+        return await self._retry_or_fail(job, text, retry_after, facts)
 
-    async def _finish(
-        self,
-        job: Job,
-        status: NotificationStatus,
-        reason: str,
-        *,
-        outcome: str,
-        provider_id: str | None = None,
-        due_at: datetime | None = None,
-        rendered: Mapping[str, Any] | None = None,
-    ) -> str:
+    async def _retry_or_fail(self, job: Job, text: str, retry_after: float | None,
+                             facts: Mapping[str, Any]) -> str:  # fmt: skip
+        bounds = self._retry_bounds(job)
+        due = self.clock() + self.backoff.delay(job.attempts, retry_after)
+        if job.attempts >= bounds.max_attempts:
+            reason = f"gave up after {job.attempts} attempts: {text}"
+        elif due > job.created_at + bounds.max_age:
+            reason = f"gave up: still failing {_age(bounds.max_age)} after it was planned: {text}"
+        else:
+            log.warning("notification %s: %s; retry at %s", job.id, text, due.isoformat())
+            return await self._finish(job, NotificationStatus.RETRYING, text, "transient",
+                                      due_at=due, rendered=facts)  # fmt: skip
+        return await self._finish(job, NotificationStatus.FAILED, reason, "transient",
+                                  rendered=facts)  # fmt: skip
+
+    def _retry_bounds(self, job: Job) -> Retry:
+        rules, _ = self.current()
+        return rules.retry_for(job.rule)
+
+    async def _finish(self, job: Job, status: NotificationStatus, reason: str, outcome: str, *,
+                      provider_id: str | None = None, due_at: datetime | None = None,
+                      rendered: Mapping[str, Any] | None = None) -> str:  # fmt: skip
         await asyncio.to_thread(
-            self.store.finish,
-            job,
-            now=self.clock(),
-            status=status,
-            reason=reason,
-            outcome=outcome,
-            provider_id=provider_id,
-            due_at=due_at,
-            rendered=rendered,
-        )
+            self.queue.finish, job, now=self.clock(), status=status, reason=reason,
+            outcome=outcome, provider_id=provider_id, due_at=due_at, rendered=rendered,
+        )  # fmt: skip
         return status.value
+
+
+def _send_of(rules: RuleSet, job: Job) -> Send | None:
+    rule = rules.rule(job.rule)
+    return next((s for s in rule.send if s.channel == job.channel), None) if rule else None
 
 
 def _facts(job: Job, rendered: Rendered) -> dict[str, Any]:
     """What the log keeps of the rendered message; SMS gets its encoding and segment count."""
-    facts: dict[str, Any] = {
-        "subject": rendered.subject,
-        "body": rendered.text,
-        "html": rendered.html,
-    }
+    facts: dict[str, Any] = {"subject": rendered.subject, "body": rendered.text}
+    facts["html"] = rendered.html
     if job.channel != ChannelKind.EMAIL:
         info = count_segments(rendered.text)
         facts |= {"encoding": info.encoding, "segments": info.segments}
@@ -233,3 +246,11 @@ def _facts(job: Job, rendered: Rendered) -> dict[str, Any]:
 def _error_text(err: Exception) -> str:
     code = getattr(err, "code", None)
     return f"{err} (code {code})" if code else str(err)
+
+
+def _age(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.3g}{unit}"
+    return f"{seconds:.0f}s"

@@ -19,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -154,6 +154,23 @@ class Renderer:
             outputs[path] = self._render_file(path, context)
         subject, text, html = _assemble(ChannelKind(channel), list(outputs.values()))
         return Rendered(subject=subject, text=text, html=html)
+
+    def render_variables(
+        self, expressions: Sequence[tuple[str, str]], context: Mapping[str, Any], *, where: str
+    ) -> dict[str, str]:
+        """WhatsApp approved-template variables: each a Jinja expression such as
+        ``consumer.first_name``, evaluated in the sandbox; ``where`` names the rule in errors."""
+        values: dict[str, str] = {}
+        for key, source in expressions:
+            try:
+                value = self._text_env.compile_expression(source, undefined_to_none=False)(
+                    **context
+                )
+            except Exception as err:  # staff-written expression: any failure is theirs
+                message = f"content variable {key} ({source}): {_describe(err)}"
+                raise TemplateError(message, template=where) from err
+            values[key] = str(value).strip()[:1024]  # Meta's limit per variable
+        return values
 
     def _render_file(self, path: str, context: Mapping[str, Any]) -> str:
         try:

@@ -57,7 +57,6 @@ class Settings(BaseSettings):
 
     dispatch_batch: int = 200
     send_lease_seconds: int = 120
-    max_attempts: int = 5
 
     @property
     def accepted_webhook_keys(self) -> tuple[str, ...]:

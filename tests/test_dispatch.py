@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import email
 import json
 import shutil
@@ -13,6 +14,7 @@ from conftest import ROOT, Clock, registration, webhook
 
 from notifier import Notifier, PermanentChannelError, Settings, TransientChannelError
 from notifier.channels import Channel, OutgoingMessage, SendReceipt, build_channels
+from notifier.errors import OptedOutError
 from notifier.events import ChannelKind
 
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -74,7 +76,7 @@ async def test_transient_failure_is_retried_later_and_every_attempt_logged(
         assert (await n.dispatch_due()).counts == {"sent": 1}
         [row] = await n.notifications(channel="sms")
         assert row["status"] == "sent" and row["attempts"] == 2
-        attempts = n.store.attempts(row["id"])
+        attempts = n.queue.attempts(row["id"])
         assert [a.outcome for a in attempts] == ["transient", "sent"]
         assert len(sms.sent) == 1
 
@@ -94,10 +96,19 @@ async def test_permanent_failure_is_not_retried(settings: Settings, clock: Clock
         assert (await n.dispatch_due()).total == 0
 
 
-async def test_gives_up_after_the_maximum_attempts(settings: Settings, clock: Clock) -> None:
+async def test_gives_up_after_the_maximum_attempts(
+    settings: Settings, clock: Clock, tmp_path: Path
+) -> None:
     failures: list[Exception] = [TransientChannelError("timeout") for _ in range(10)]
     sms = ScriptedChannel(ChannelKind.SMS, failures)
-    limited = settings.model_copy(update={"max_attempts": 3})
+    rules = tmp_path / "rules.yaml"
+    text = (
+        (ROOT / "rules.yaml")
+        .read_text()
+        .replace("  phone_region: IN\n", "  phone_region: IN\n  retry: {max_attempts: 3}\n")
+    )
+    rules.write_text(text)
+    limited = settings.model_copy(update={"rules": rules})
     async with Notifier(
         limited, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
     ) as n:
@@ -147,7 +158,7 @@ async def test_a_crashed_send_is_claimed_again_after_its_lease(
     clock.now = T0
     await notifier.handle_webhook(webhook(code=8, at=T0))
     # a dispatcher claims the rows and dies before sending
-    jobs = notifier.store.claim_due(now=T0, limit=10, lease_until=T0 + timedelta(minutes=2))
+    jobs = notifier.queue.claim_due(now=T0, limit=10, lease_until=T0 + timedelta(minutes=2))
     assert len(jobs) == 2
     assert (await notifier.dispatch_due()).total == 0  # still leased
     clock.advance(minutes=3)
@@ -168,3 +179,142 @@ async def test_every_channel_batch_is_opened_once(settings: Settings, clock: Clo
         await n.dispatch_due()
         assert sms.opened == 1 and len(sms.sent) == 5
         assert len({m.notification_id for m in sms.sent}) == 5
+
+
+async def test_gives_up_when_retrying_past_the_maximum_age(
+    settings: Settings, clock: Clock, tmp_path: Path
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    text = (ROOT / "rules.yaml").read_text()
+    rules.write_text(
+        text.replace("  phone_region: IN\n", "  phone_region: IN\n  retry: {max_age: 10m}\n")
+    )
+    sms = ScriptedChannel(ChannelKind.SMS, [TransientChannelError("busy") for _ in range(5)])
+    async with Notifier(
+        settings.model_copy(update={"rules": rules}),
+        clock=clock,
+        channels=build_channels(settings) | {ChannelKind.SMS: sms},
+    ) as n:
+        clock.now = T0
+        await n.register_shipment(registration())
+        await n.handle_webhook(webhook(code=8, at=T0))
+        for _ in range(6):
+            await n.dispatch_due()
+            clock.advance(minutes=5)
+        [row] = await n.notifications(channel="sms")
+        assert row["status"] == "failed"
+        assert row["reason"].startswith("gave up: still failing 10m after it was planned")
+
+
+async def test_recipient_who_replied_stop_is_suppressed_from_then_on(
+    settings: Settings, clock: Clock
+) -> None:
+    sms = ScriptedChannel(ChannelKind.SMS, [OptedOutError("replied STOP", code="21610")])
+    async with Notifier(
+        settings, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
+    ) as n:
+        clock.now = T0
+        await n.register_shipment(registration())
+        await n.register_shipment(registration(waybill="SECOND"))
+        await n.handle_webhook(webhook(code=6, at=T0))
+        await n.dispatch_due()
+        [row] = await n.notifications(channel="sms")
+        assert (row["status"], row["reason"]) == ("skipped", "opted out: replied STOP (code 21610)")
+        # the same phone on another shipment: planned as skipped, never handed to the provider
+        later = await n.handle_webhook(webhook(waybill="SECOND", code=8, at=T0))
+        sms_plan = next(s for s in later.notifications if s.channel == "sms")
+        assert sms_plan.status == "skipped" and sms_plan.reason.startswith("opted out")
+        email_plan = next(s for s in later.notifications if s.channel == "email")
+        assert email_plan.status == "scheduled"
+        await n.dispatch_due()
+        assert sms.sent == []
+
+
+async def test_opt_out_stops_a_message_already_claimed(notifier: Notifier, clock: Clock) -> None:
+    clock.now = T0
+    await notifier.register_shipment(registration())
+    await notifier.handle_webhook(webhook(code=8, at=T0))
+    notifier.queue.suppress("sms", "+919876543210", "replied STOP", now=T0)
+    assert (await notifier.dispatch_due()).counts == {"sent": 1}  # the email
+    [row] = await notifier.notifications(channel="sms")
+    assert (row["status"], row["reason"]) == ("skipped", "opted out: replied STOP")
+
+
+class HangingChannel(ScriptedChannel):
+    def __init__(self, kind: ChannelKind) -> None:
+        super().__init__(kind, [])
+        self.release = asyncio.Event()
+
+    async def send(self, message: OutgoingMessage) -> SendReceipt:
+        await self.release.wait()
+        return await super().send(message)
+
+
+async def test_a_slow_provider_does_not_hold_up_other_channels(
+    settings: Settings, clock: Clock
+) -> None:
+    sms = HangingChannel(ChannelKind.SMS)
+    async with Notifier(
+        settings, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
+    ) as n:
+        clock.now = T0
+        for i in range(3):
+            await n.register_shipment(registration(waybill=f"W{i}"))
+            await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
+        running = asyncio.create_task(n.dispatch_due())
+        for _ in range(200):
+            if len(await n.notifications(channel="email", status="sent")) == 3:
+                break
+            await asyncio.sleep(0.02)
+        assert len(await n.notifications(channel="email", status="sent")) == 3
+        assert {r["status"] for r in await n.notifications(channel="sms")} == {"sending"}
+        sms.release.set()
+        assert (await running).counts == {"sent": 6}
+
+
+class DownChannel(ScriptedChannel):
+    async def open(self) -> None:
+        raise TransientChannelError("connection refused")
+
+
+async def test_a_provider_that_cannot_be_reached_retries_every_message(
+    settings: Settings, clock: Clock
+) -> None:
+    email = DownChannel(ChannelKind.EMAIL, [])
+    async with Notifier(
+        settings, clock=clock, channels=build_channels(settings) | {ChannelKind.EMAIL: email}
+    ) as n:
+        clock.now = T0
+        await n.register_shipment(registration())
+        await n.handle_webhook(webhook(code=8, at=T0))
+        assert (await n.dispatch_due()).counts == {"sent": 1, "retrying": 1}
+        [row] = await n.notifications(channel="email")
+        assert (row["status"], row["reason"]) == ("retrying", "connection refused")
+        assert [a.outcome for a in n.queue.attempts(row["id"])] == ["transient"]
+
+
+async def test_whatsapp_approved_template_variables_are_rendered(
+    settings: Settings, clock: Clock, tmp_path: Path
+) -> None:
+    sid = "HX" + "ab" * 16
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "version: 1\ndefaults: {brand: {name: Acme Store}}\nrules:\n  - name: delivered\n"
+        "    when: {clickpost_status_code: [8]}\n    send:\n"
+        f"      - channel: whatsapp\n        template: delivered\n        content_sid: {sid}\n"
+        '        content_variables: {"1": "consumer.first_name", "2": "shipment.order_id"}\n'
+    )
+    whatsapp = ScriptedChannel(ChannelKind.WHATSAPP, [])
+    async with Notifier(
+        settings.model_copy(update={"rules": rules}),
+        clock=clock,
+        channels=build_channels(settings) | {ChannelKind.WHATSAPP: whatsapp},
+    ) as n:
+        clock.now = T0
+        await n.register_shipment(registration())
+        await n.handle_webhook(webhook(code=8, at=T0))
+        await n.dispatch_due()
+    [message] = whatsapp.sent
+    assert message.content_sid == sid
+    assert message.content_variables == {"1": "Priya", "2": "ACME-100231"}
+    assert message.to == "+919876543210" and "delivered" in message.text

@@ -116,3 +116,15 @@ class Attempt(SQLModel, table=True):
     outcome: str  # sent | transient | permanent | expired
     error: str = ""
     provider_id: str | None = None
+
+
+class Suppression(SQLModel, table=True):
+    """An address that must get no more messages on a channel (SMS STOP, unsubscribe)."""
+
+    __table_args__ = (UniqueConstraint("channel", "address", name="uq_suppression"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str
+    address: str
+    reason: str
+    created_at: datetime = Field(default_factory=utcnow)

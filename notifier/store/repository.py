@@ -7,16 +7,15 @@ id``: a row id means "new", nothing means "already there"; never read-then-write
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import and_, or_
 from sqlalchemy import update as sql_update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
-from notifier import recipients
 from notifier.events import (
     PENDING_STATUSES,
     Consumer,
@@ -26,7 +25,7 @@ from notifier.events import (
 )
 from notifier.planning import Plan, PlannedNotification, ShipmentState
 from notifier.store.database import Database
-from notifier.store.models import Attempt, Event, Notification, Shipment
+from notifier.store.models import Event, Notification, Shipment, Suppression
 
 Decide = Callable[[ShipmentState, ShipmentUpdate], Plan]
 _T = TypeVar("_T")
@@ -64,23 +63,6 @@ class RegistrationOutcome:
     evaluation: IngestOutcome | None
 
 
-@dataclass(frozen=True, kw_only=True)
-class Job:
-    """A claimed notification with everything needed to render and send it."""
-
-    id: int
-    channel: str
-    template: str
-    rule: str
-    recipient: str
-    attempts: int
-    claimed_at: datetime
-    lease_until: datetime
-    expires_at: datetime | None
-    registration: Mapping[str, Any]
-    event_raw: Mapping[str, Any] | None
-
-
 class Store:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -92,7 +74,7 @@ class Store:
     ) -> IngestOutcome:
         """Store the event and plan its notifications, in one transaction."""
         with self.db.write() as session:
-            event_id = _insert_ignore(session, Event, _event_values(update, now), "idempotency_key")
+            event_id = insert_ignore(session, Event, _event_values(update, now), "idempotency_key")
             if event_id is None:
                 return IngestOutcome(
                     event_id=None,
@@ -125,7 +107,7 @@ class Store:
         """Upsert the shipment, adopt updates that arrived before it, evaluate the latest once."""
         with self.db.write() as session:
             values = _shipment_values(registration, now)
-            shipment_id = _insert_ignore(session, Shipment, values, "cp_id", "waybill")
+            shipment_id = insert_ignore(session, Shipment, values, "cp_id", "waybill")
             created = shipment_id is not None
             if not created:
                 keep = {k: v for k, v in values.items() if k not in {"created_at"}}
@@ -179,169 +161,8 @@ class Store:
             )
             return True
 
-    # -- dispatch -----------------------------------------------------------------------------
 
-    def claim_due(self, *, now: datetime, limit: int, lease_until: datetime) -> list[Job]:
-        """Claim due rows (and rows whose sender's lease ran out) for this dispatcher."""
-        with self.db.write() as session:
-            due = or_(
-                and_(
-                    col(Notification.status).in_(PENDING_STATUSES), col(Notification.due_at) <= now
-                ),
-                and_(
-                    col(Notification.status) == NotificationStatus.SENDING,
-                    col(Notification.lease_until) < now,
-                ),
-            )
-            ids = (
-                select(Notification.id)
-                .where(due)
-                .order_by(col(Notification.due_at))
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-            claimed = (
-                session.execute(
-                    sql_update(Notification)
-                    .where(col(Notification.id).in_(ids.scalar_subquery()))
-                    .values(
-                        status=NotificationStatus.SENDING,
-                        lease_until=lease_until,
-                        attempts=col(Notification.attempts) + 1,
-                        updated_at=now,
-                    )
-                    .returning(col(Notification.id))
-                )
-                .scalars()
-                .all()
-            )
-            return _jobs(session, list(claimed), claimed_at=now)
-
-    def finish(
-        self,
-        job: Job,
-        *,
-        now: datetime,
-        status: NotificationStatus,
-        reason: str = "",
-        outcome: str,
-        provider_id: str | None = None,
-        due_at: datetime | None = None,
-        rendered: Mapping[str, Any] | None = None,
-    ) -> bool:
-        """Record the end of one attempt. False when the row was reclaimed meanwhile."""
-        values: dict[str, Any] = {
-            "status": status,
-            "reason": reason,
-            "lease_until": None,
-            "updated_at": now,
-            **(rendered or {}),
-        }
-        if provider_id:
-            values["provider_id"] = provider_id
-        if status is NotificationStatus.SENT:
-            values["sent_at"] = now
-        if due_at is not None:
-            values["due_at"] = due_at
-        with self.db.write() as session:
-            changed = session.execute(
-                sql_update(Notification)
-                .where(
-                    col(Notification.id) == job.id,
-                    col(Notification.status) == NotificationStatus.SENDING,
-                    col(Notification.lease_until) == job.lease_until,
-                )
-                .values(**values)
-                .returning(col(Notification.id))
-            ).scalar_one_or_none()
-            if changed is not None and outcome != "expired":
-                session.add(
-                    Attempt(
-                        notification_id=job.id,
-                        number=job.attempts,
-                        started_at=job.claimed_at,
-                        finished_at=now,
-                        outcome=outcome,
-                        error=reason,
-                        provider_id=provider_id,
-                    )
-                )
-            return changed is not None
-
-    def next_due(self) -> datetime | None:
-        with self.db.read() as session:
-            return session.exec(
-                select(Notification.due_at)
-                .where(col(Notification.status).in_(PENDING_STATUSES))
-                .order_by(col(Notification.due_at))
-                .limit(1)
-            ).first()
-
-    # -- the delivery log ---------------------------------------------------------------------
-
-    def notifications(
-        self,
-        *,
-        waybill: str | None = None,
-        status: str | None = None,
-        channel: str | None = None,
-        since: datetime | None = None,
-        limit: int = 100,
-    ) -> list[dict[str, Any]]:
-        query = select(Notification, Shipment).join(
-            Shipment, col(Notification.shipment_id) == col(Shipment.id)
-        )
-        filters: list[ColumnElement[bool]] = []
-        if waybill:
-            filters.append(col(Shipment.waybill) == waybill)
-        if status:
-            filters.append(col(Notification.status) == status)
-        if channel:
-            filters.append(col(Notification.channel) == channel)
-        if since:
-            filters.append(col(Notification.created_at) >= since)
-        query = query.where(*filters).order_by(col(Notification.id).desc()).limit(limit)
-        with self.db.read() as session:
-            return [log_entry(n, s) for n, s in session.exec(query).all()]
-
-    def shipment_detail(self, cp_id: int, waybill: str) -> dict[str, Any] | None:
-        with self.db.read() as session:
-            shipment = session.exec(
-                select(Shipment).where(
-                    col(Shipment.cp_id) == cp_id, col(Shipment.waybill) == waybill
-                )
-            ).first()
-            if shipment is None:
-                return None
-            events = session.exec(
-                select(Event).where(col(Event.shipment_id) == shipment.id).order_by(col(Event.id))
-            ).all()
-            sent = session.exec(
-                select(Notification)
-                .where(col(Notification.shipment_id) == shipment.id)
-                .order_by(col(Notification.id))
-            ).all()
-            return {
-                "shipment": _shipment_view(shipment),
-                "events": [_event_view(e) for e in events],
-                "notifications": [log_entry(n, shipment) for n in sent],
-            }
-
-    def attempts(self, notification_id: int) -> list[Attempt]:
-        with self.db.read() as session:
-            return list(
-                session.exec(
-                    select(Attempt)
-                    .where(col(Attempt.notification_id) == notification_id)
-                    .order_by(col(Attempt.number))
-                )
-            )
-
-
-# -- helpers: one transaction's worth of SQL each -------------------------------------------------
-
-
-def _insert_ignore(
+def insert_ignore(
     session: Session, model: type[Any], values: Mapping[str, Any], *conflict: str
 ) -> int | None:
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new id, or None for a duplicate."""
@@ -474,8 +295,9 @@ def _evaluate(
 ) -> IngestOutcome:
     plan = decide(state_of(shipment), update)
     cancelled = _apply_state(session, shipment, plan, now)
+    opted_out = _opted_out(session, plan.notifications)
     summaries = tuple(
-        _insert_planned(session, shipment, event_id, p, now, rules_version)
+        _insert_planned(session, shipment, event_id, _unless(opted_out, p), now, rules_version)
         for p in plan.notifications
     )
     verdict = plan.verdict
@@ -517,6 +339,26 @@ def _apply_state(session: Session, shipment: Shipment, plan: Plan, now: datetime
     return len(result.scalars().all())
 
 
+def _opted_out(
+    session: Session, planned: Sequence[PlannedNotification]
+) -> dict[tuple[str, str], str]:
+    """The suppressions (SMS STOP, unsubscribe) that cover any of these recipients."""
+    addresses = [p.recipient for p in planned if p.recipient]
+    if not addresses:
+        return {}
+    rows = session.exec(select(Suppression).where(col(Suppression.address).in_(addresses))).all()
+    return {(s.channel, s.address): s.reason for s in rows}
+
+
+def _unless(
+    opted_out: dict[tuple[str, str], str], planned: PlannedNotification
+) -> PlannedNotification:
+    reason = opted_out.get((planned.channel.value, planned.recipient or ""))
+    if reason is None or planned.status is not NotificationStatus.SCHEDULED:
+        return planned
+    return replace(planned, status=NotificationStatus.SKIPPED, reason=f"opted out: {reason}")
+
+
 def _insert_planned(
     session: Session,
     shipment: Shipment,
@@ -546,7 +388,7 @@ def _insert_planned(
         "created_at": now,
         "updated_at": now,
     }
-    new_id = _insert_ignore(session, Notification, values, "dedup_key")
+    new_id = insert_ignore(session, Notification, values, "dedup_key")
     if new_id is None:
         return PlannedSummary(
             notification_id=None,
@@ -575,98 +417,3 @@ def _describe(verdict: str, summaries: Sequence[PlannedSummary], cancelled: int)
 
 def _set_outcome(session: Session, event_id: int, outcome: str) -> None:
     session.execute(sql_update(Event).where(col(Event.id) == event_id).values(outcome=outcome))
-
-
-def _jobs(session: Session, ids: list[int], *, claimed_at: datetime) -> list[Job]:
-    if not ids:
-        return []
-    rows = session.exec(
-        select(Notification, Shipment, Event)
-        .join(Shipment, col(Notification.shipment_id) == col(Shipment.id))
-        .outerjoin(Event, col(Notification.event_id) == col(Event.id))
-        .where(col(Notification.id).in_(ids))
-        .order_by(col(Notification.due_at))
-    ).all()
-    return [
-        Job(
-            id=_required(n.id),
-            channel=n.channel,
-            template=n.template,
-            rule=n.rule,
-            recipient=n.recipient or "",
-            attempts=n.attempts,
-            claimed_at=claimed_at,
-            lease_until=_required(n.lease_until),
-            expires_at=n.expires_at,
-            registration=s.registration,
-            event_raw=e.raw if e is not None else None,
-        )
-        for n, s, e in rows
-    ]
-
-
-def _required(value: _T | None) -> _T:
-    assert value is not None
-    return value
-
-
-def log_entry(n: Notification, s: Shipment) -> dict[str, Any]:
-    """One notification as the API and the CLI show it: masked, never the full address."""
-    return {
-        "id": n.id,
-        "cp_id": s.cp_id,
-        "waybill": s.waybill,
-        "rule": n.rule,
-        "channel": n.channel,
-        "recipient": n.recipient_masked,
-        "status": n.status,
-        "reason": n.reason,
-        "attempts": n.attempts,
-        "template": n.template,
-        "rules_version": n.rules_version,
-        "created_at": n.created_at,
-        "due_at": n.due_at,
-        "sent_at": n.sent_at,
-        "provider_id": n.provider_id,
-        "segments": n.segments,
-        "encoding": n.encoding,
-    }
-
-
-def _shipment_view(s: Shipment) -> dict[str, Any]:
-    consumer = s.consumer or {}
-    return {
-        "id": s.id,
-        "cp_id": s.cp_id,
-        "waybill": s.waybill,
-        "account_code": s.account_code,
-        "reference_number": s.reference_number,
-        "order_id": s.order_id,
-        "order_type": s.order_type,
-        "delivery_type": s.delivery_type,
-        "state": s.state,
-        "status_code": s.status_code,
-        "status_at": s.status_at,
-        "consumer": {
-            "name": consumer.get("name", ""),
-            "phone": recipients.mask(consumer.get("phone")),
-            "email": recipients.mask(consumer.get("email")),
-        },
-        "created_at": s.created_at,
-        "updated_at": s.updated_at,
-    }
-
-
-def _event_view(e: Event) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "source": e.source,
-        "scan_code": e.scan_code,
-        "scan_at": e.scan_at,
-        "trigger_code": e.trigger_code,
-        "trigger_at": e.trigger_at,
-        "ndr_code": e.ndr_code,
-        "notification_event_id": e.notification_event_id,
-        "outcome": e.outcome,
-        "received_at": e.received_at,
-    }

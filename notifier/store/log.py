@@ -1,0 +1,128 @@
+"""The delivery log, as the API, the CLI and the console read it: masked, never the full address."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement
+from sqlmodel import col, select
+
+from notifier import recipients
+from notifier.store.database import Database
+from notifier.store.models import Event, Notification, Shipment
+
+
+class DeliveryLog:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    def notifications(
+        self,
+        *,
+        waybill: str | None = None,
+        status: str | None = None,
+        channel: str | None = None,
+        since: datetime | None = None,
+        limit: int = 100,
+    ) -> list[dict[str, Any]]:
+        query = select(Notification, Shipment).join(
+            Shipment, col(Notification.shipment_id) == col(Shipment.id)
+        )
+        filters: list[ColumnElement[bool]] = []
+        if waybill:
+            filters.append(col(Shipment.waybill) == waybill)
+        if status:
+            filters.append(col(Notification.status) == status)
+        if channel:
+            filters.append(col(Notification.channel) == channel)
+        if since:
+            filters.append(col(Notification.created_at) >= since)
+        query = query.where(*filters).order_by(col(Notification.id).desc()).limit(limit)
+        with self.db.read() as session:
+            return [log_entry(n, s) for n, s in session.exec(query).all()]
+
+    def shipment_detail(self, cp_id: int, waybill: str) -> dict[str, Any] | None:
+        with self.db.read() as session:
+            shipment = session.exec(
+                select(Shipment).where(
+                    col(Shipment.cp_id) == cp_id, col(Shipment.waybill) == waybill
+                )
+            ).first()
+            if shipment is None:
+                return None
+            events = session.exec(
+                select(Event).where(col(Event.shipment_id) == shipment.id).order_by(col(Event.id))
+            ).all()
+            sent = session.exec(
+                select(Notification)
+                .where(col(Notification.shipment_id) == shipment.id)
+                .order_by(col(Notification.id))
+            ).all()
+            return {
+                "shipment": _shipment_view(shipment),
+                "events": [_event_view(e) for e in events],
+                "notifications": [log_entry(n, shipment) for n in sent],
+            }
+
+
+def log_entry(n: Notification, s: Shipment) -> dict[str, Any]:
+    """One notification as the API and the CLI show it: masked, never the full address."""
+    return {
+        "id": n.id,
+        "cp_id": s.cp_id,
+        "waybill": s.waybill,
+        "rule": n.rule,
+        "channel": n.channel,
+        "recipient": n.recipient_masked,
+        "status": n.status,
+        "reason": n.reason,
+        "attempts": n.attempts,
+        "template": n.template,
+        "rules_version": n.rules_version,
+        "created_at": n.created_at,
+        "due_at": n.due_at,
+        "sent_at": n.sent_at,
+        "provider_id": n.provider_id,
+        "segments": n.segments,
+        "encoding": n.encoding,
+    }
+
+
+def _shipment_view(s: Shipment) -> dict[str, Any]:
+    consumer = s.consumer or {}
+    return {
+        "id": s.id,
+        "cp_id": s.cp_id,
+        "waybill": s.waybill,
+        "account_code": s.account_code,
+        "reference_number": s.reference_number,
+        "order_id": s.order_id,
+        "order_type": s.order_type,
+        "delivery_type": s.delivery_type,
+        "state": s.state,
+        "status_code": s.status_code,
+        "status_at": s.status_at,
+        "consumer": {
+            "name": consumer.get("name", ""),
+            "phone": recipients.mask(consumer.get("phone")),
+            "email": recipients.mask(consumer.get("email")),
+        },
+        "created_at": s.created_at,
+        "updated_at": s.updated_at,
+    }
+
+
+def _event_view(e: Event) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "source": e.source,
+        "scan_code": e.scan_code,
+        "scan_at": e.scan_at,
+        "trigger_code": e.trigger_code,
+        "trigger_at": e.trigger_at,
+        "ndr_code": e.ndr_code,
+        "notification_event_id": e.notification_event_id,
+        "outcome": e.outcome,
+        "received_at": e.received_at,
+    }
