@@ -40,6 +40,7 @@ class Settings(BaseSettings):
     smtp_starttls: bool = True
     smtp_implicit_tls: bool = False
     smtp_timeout: float = 30.0
+    smtp_connections: int = 2
     email_from: str | None = None
     unsubscribe_url: str | None = None
 
@@ -54,6 +55,10 @@ class Settings(BaseSettings):
     clickpost_api_base: str = "https://www.clickpost.in"
     poll_interval: int = 900
     poll_stale_after: int = 6 * 3600
+
+    max_body_bytes: int = 1024 * 1024
+    retention_days: int = 90
+    shutdown_grace: float = 10.0
 
     dispatch_batch: int = 200
     send_lease_seconds: int = 120

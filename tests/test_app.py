@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Clock, dumps, registration, sample, webhook
+from pydantic import SecretStr
 
 from notifier import (
     AuthenticationError,
@@ -103,3 +104,24 @@ async def test_reload_keeps_previous_rules_on_error(
     with pytest.raises(RulesError):
         notifier.reload_rules()
     assert notifier.rules.version == version
+
+
+def test_providers_are_chosen_from_the_settings(settings: Settings) -> None:
+    from notifier.channels import OutboxChannel, build_channels
+    from notifier.channels.smtp_email import SmtpChannel
+    from notifier.channels.twilio import TwilioChannel
+    from notifier.events import ChannelKind
+
+    assert all(isinstance(c, OutboxChannel) for c in build_channels(settings).values())
+    configured = settings.model_copy(update={
+        "twilio_account_sid": "AC" + "0" * 32, "twilio_auth_token": SecretStr("t"),
+        "twilio_from": "+15005550006", "smtp_host": "127.0.0.1",
+        "email_from": "Acme Store <orders@acme.example>",
+    })  # fmt: skip
+    channels = build_channels(configured)
+    assert isinstance(channels[ChannelKind.SMS], TwilioChannel)
+    assert isinstance(channels[ChannelKind.WHATSAPP], OutboxChannel)
+    assert isinstance(channels[ChannelKind.EMAIL], SmtpChannel)
+    no_sender = configured.model_copy(update={"twilio_from": None})
+    with pytest.raises(ConfigurationError, match="NOTIFIER_TWILIO_FROM"):
+        build_channels(no_sender)
