@@ -27,6 +27,8 @@ from notifier.errors import (
 from notifier.settings import Settings
 from notifier.store.repository import IngestOutcome, RegistrationOutcome
 
+__version__ = "0.1.0"
+
 __all__ = [
     "AuthenticationError",
     "ChannelError",

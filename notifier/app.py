@@ -20,11 +20,18 @@ from functools import partial
 from types import TracebackType
 from typing import Any
 
-from notifier.channels import Channel, build_channels
+from notifier.channels import Channel, build_channels, twilio
 from notifier.clickpost.models import parse_registration, parse_unregistration, parse_webhook
 from notifier.dispatch import Dispatcher, DispatchReport
-from notifier.errors import AuthenticationError, ConfigurationError
+from notifier.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    InputError,
+    NotifierError,
+    RulesError,
+)
 from notifier.events import ChannelKind, ShipmentUpdate
+from notifier.metrics import Metrics
 from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
 from notifier.rendering import Renderer
 from notifier.rules import QuietHours, RuleSet, load_rules
@@ -33,6 +40,7 @@ from notifier.store.database import Database
 from notifier.store.log import DeliveryLog
 from notifier.store.queue import Queue
 from notifier.store.repository import IngestOutcome, RegistrationOutcome, Store
+from notifier.store.retention import Purged, purge
 
 log = logging.getLogger("notifier")
 
@@ -57,9 +65,12 @@ class Notifier:
         self.clock = clock
         self.renderer = Renderer(self.settings.templates)
         self.rules = load_ruleset(self.settings, self.renderer)
+        self.rules_error: str | None = None
+        self._fingerprint = _fingerprint(self.settings)
         self.quiet_hours = quiet_hours_override(self.settings)
         self.db = Database(self.settings.database_url)
         self.db.create_all()
+        self.metrics = Metrics()
         self.store = Store(self.db)
         self.queue = Queue(self.db)
         self.log = DeliveryLog(self.db)
@@ -74,7 +85,9 @@ class Notifier:
             concurrency=self.settings.channel_concurrency,
             email_domain=_email_domain(self.settings.email_from),
             unsubscribe_url=self.settings.unsubscribe_url,
+            observe=self._observe_send,
         )
+        self.metrics.watch(self)
 
     @classmethod
     def from_env(cls) -> Notifier:
@@ -99,9 +112,17 @@ class Notifier:
         With ``NOTIFIER_WEBHOOK_KEYS`` set, ``headers`` must carry one of them as
         ``webhook_key`` (or ``Authorization``); checked before the body is parsed.
         """
-        self.authenticate(headers or {})
-        update = parse_webhook(body)
-        return await self.ingest(update)
+        try:
+            self.authenticate(headers or {})
+            update = parse_webhook(body)
+        except InputError:
+            self.metrics.webhooks.labels("rejected").inc()
+            raise
+        outcome = await self.ingest(update)
+        held = outcome.shipment_id is None and not outcome.duplicate
+        kind = "duplicate" if outcome.duplicate else "held" if held else "accepted"
+        self.metrics.webhooks.labels(kind).inc()
+        return outcome
 
     async def ingest(self, update: ShipmentUpdate) -> IngestOutcome:
         """Store an already parsed update (a webhook or a poll) and plan for it."""
@@ -167,7 +188,104 @@ class Notifier:
     def reload_rules(self) -> RuleSet:
         """Load the rules again; on error the previous rules stay and the error is raised."""
         self.rules = load_ruleset(self.settings, self.renderer)
+        self.rules_error = None
+        self._fingerprint = _fingerprint(self.settings)
         return self.rules
+
+    def reload_if_changed(self) -> bool:
+        """Hot reload: when rules.yaml or a template changed, load and check them again.
+
+        An invalid edit keeps the previous rules running; ``rules_error`` then says what is
+        wrong (``file:line:col: message``) until a good edit replaces it. Templates are checked
+        too, so a syntax error is reported now rather than at the next send.
+        """
+        fingerprint = _fingerprint(self.settings)
+        if fingerprint == self._fingerprint:
+            return False
+        self._fingerprint = fingerprint
+        try:
+            problems = [p for p in self.renderer.check() if p.severity == "error"]
+            if problems:
+                raise RulesError(problems)
+            self.rules = load_ruleset(self.settings, self.renderer)
+        except NotifierError as err:
+            self.rules_error = str(err)
+            self.metrics.reload_errors.inc()
+            log.error("rules not reloaded, the previous ones stay: %s", err)
+            return False
+        self.rules_error = None
+        log.info("rules reloaded: version %s, %d rules", self.rules.version, len(self.rules.rules))
+        return True
+
+    async def handle_twilio_status(self, params: Mapping[str, str], signature: str) -> int | None:
+        """A Twilio delivery receipt (status callback): checked, then the log moves forward.
+
+        The signature is checked over ``NOTIFIER_PUBLIC_URL`` + ``/callbacks/twilio/status``;
+        a forged or unsigned callback raises AuthenticationError. Returns the notification id
+        that moved, or None (an intermediate status, an unknown message, an older receipt).
+        """
+        token = self.settings.twilio_auth_token
+        if token is None or not self.settings.public_url:
+            raise AuthenticationError(
+                "Twilio callbacks need NOTIFIER_TWILIO_AUTH_TOKEN and NOTIFIER_PUBLIC_URL",
+                field="X-Twilio-Signature",
+            )
+        valid = twilio.validate_status_callback(
+            auth_token=token.get_secret_value(), public_url=self.settings.public_url,
+            params=params, signature=signature,
+        )  # fmt: skip
+        if not valid:
+            raise AuthenticationError("signature does not match", field="X-Twilio-Signature")
+        receipt = twilio.parse_status_callback(params)
+        status = receipt.notification_status
+        if status is None:
+            return None
+        reason = _receipt_reason(receipt.status, receipt.error_code)
+        moved = await asyncio.to_thread(
+            self.queue.apply_receipt, receipt.message_sid, status.value, reason, now=self.clock()
+        )
+        log.info("receipt %s for %s: %s", receipt.status, receipt.message_sid,
+                 "applied" if moved else "nothing to move")  # fmt: skip
+        return moved
+
+    def _observe_send(self, channel: str, outcome: str, seconds: float) -> None:
+        self.metrics.sends.labels(channel, outcome).observe(seconds)
+
+    async def purge_expired_data(self, days: int) -> Purged:
+        """Retention: clear raw bodies and personal data older than ``days``; counts stay."""
+        before = self.clock() - timedelta(days=days)
+        return await asyncio.to_thread(purge, self.db, before=before)
+
+
+# Twilio error codes seen in status callbacks (implementation-notes.md), in words for the log.
+RECEIPT_ERRORS = {
+    "30003": "unreachable handset",
+    "30004": "message blocked",
+    "30005": "unknown or inactive number",
+    "30006": "landline or unreachable carrier",
+    "30007": "filtered as spam by the carrier",
+    "30008": "unknown error",
+}
+
+
+def _receipt_reason(status: str, code: str | None) -> str:
+    if not code:
+        return ""
+    words = RECEIPT_ERRORS.get(code, "see Twilio's error reference")
+    return f"{status}: Twilio {code} ({words})"
+
+
+def _fingerprint(settings: Settings) -> tuple[tuple[str, int, int], ...]:
+    """Names, sizes and modification times of the rules file and every template."""
+    files = [settings.rules, *sorted(settings.templates.rglob("*.j2"))]
+    stats = []
+    for path in files:
+        try:
+            stat = path.stat()
+        except OSError:
+            continue
+        stats.append((str(path), stat.st_size, stat.st_mtime_ns))
+    return tuple(stats)
 
 
 def load_ruleset(settings: Settings, renderer: Renderer) -> RuleSet:

@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
         cmd.set_defaults(run=run)
         return cmd
 
+    p = add("serve", cmd_serve, "Run the daemon: the HTTP API and the dispatcher.")
+    p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
+    p.add_argument("--port", type=int, default=8000)
     add("check", cmd_check, "Check rules.yaml and every template; exit 1 on errors.")
     p = add(
         "preview", cmd_preview, "Show what a webhook body would send, and why. No side effects."
@@ -102,6 +105,12 @@ def _parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "Feed the sample webhooks through the engine and show the outbox.")
     p.add_argument("--quiet-hours", default="off", help="default off, so the demo sends now")
     return parser
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier import server
+
+    return server.serve(settings, host=args.host, port=args.port)
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -80,6 +81,7 @@ class Dispatcher:
         concurrency: int = 16,
         email_domain: str = "notifier.local",
         unsubscribe_url: str | None = None,
+        observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.queue = queue
         self.channels = channels
@@ -90,6 +92,7 @@ class Dispatcher:
         self.lease = lease
         self.email_domain = email_domain
         self.unsubscribe_url = unsubscribe_url
+        self.observe = observe or (lambda channel, outcome, seconds: None)
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
 
     async def dispatch_due(self) -> DispatchReport:
@@ -139,13 +142,16 @@ class Dispatcher:
             return await self._finish(job, NotificationStatus.FAILED, f"template: {err}",
                                       "permanent")  # fmt: skip
         facts = _facts(job, rendered)
+        started = time.perf_counter()
         try:
             receipt = await self.channels[message.channel].send(message)
         except ChannelError as err:
+            self.observe(job.channel, type(err).__name__, time.perf_counter() - started)
             return await self._failed_send(job, err, facts)
         except Exception as err:  # a bug or an untranslated provider error: retry, bounded
             log.exception("notification %s: unexpected error from %s", job.id, job.channel)
             return await self._failed_send(job, TransientChannelError(repr(err)), facts)
+        self.observe(job.channel, "sent", time.perf_counter() - started)
         log.info("notification %s sent by %s to %s", job.id, job.channel,
                  recipients.mask(job.recipient))  # fmt: skip
         return await self._finish(job, NotificationStatus.SENT, "", "sent",

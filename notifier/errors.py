@@ -4,6 +4,7 @@
     ├── ConfigurationError          a setting, rules file or template is wrong; names what to fix
     │   ├── RulesError              rules.yaml problems, each with file:line:col
     │   └── TemplateError           a template that does not compile or render, with its line
+    ├── StoreUnavailableError       the database is locked, full or unreachable: try again later
     ├── InputError                  a body from outside (webhook, registration) we cannot accept
     │   └── AuthenticationError     a webhook whose key does not match
     └── ChannelError                a provider refused or failed a send
@@ -61,6 +62,10 @@ class TemplateError(ConfigurationError):
         self.line = line
         where = f"{template}:{line}" if line else template
         super().__init__(f"{where}: {message}")
+
+
+class StoreUnavailableError(NotifierError):
+    """The database cannot be written or read right now (locked, full, unreachable)."""
 
 
 class InputError(NotifierError):

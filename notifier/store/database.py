@@ -13,11 +13,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
 
-from notifier.errors import ConfigurationError
+from notifier.errors import ConfigurationError, StoreUnavailableError
 from notifier.store import models  # noqa: F401  (registers the tables)
 
 BUSY_TIMEOUT_MS = 10_000
@@ -55,17 +56,45 @@ class Database:
     @contextmanager
     def write(self) -> Iterator[Session]:
         """One write transaction: committed on success, rolled back on any error."""
-        with Session(self.writer, expire_on_commit=False) as session, session.begin():
+        with (
+            _translated(),
+            Session(self.writer, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
 
     @contextmanager
     def read(self) -> Iterator[Session]:
-        with Session(self.reader, expire_on_commit=False) as session, session.begin():
+        with (
+            _translated(),
+            Session(self.reader, expire_on_commit=False) as session,
+            session.begin(),
+        ):
             yield session
+
+    def ping(self) -> bool:
+        """Whether the database answers a trivial query."""
+        try:
+            with self.read() as session:
+                session.execute(text("SELECT 1"))
+        except StoreUnavailableError:
+            return False
+        return True
 
     def dispose(self) -> None:
         self.writer.dispose()
         self.reader.dispose()
+
+
+@contextmanager
+def _translated() -> Iterator[None]:
+    """The database being locked, full, or unreachable is worth retrying: the caller (a
+    webhook answered 503, a dispatcher) tries again later. Any other database error is a bug
+    and goes up as it is."""
+    try:
+        yield
+    except OperationalError as err:
+        raise StoreUnavailableError(f"database unavailable: {err.orig}") from err
 
 
 def _sqlite_pragmas(engine: Engine, begin: str) -> None:

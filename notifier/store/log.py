@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement
+from sqlalchemy import ColumnElement, func
 from sqlmodel import col, select
 
 from notifier import recipients
+from notifier.events import PENDING_STATUSES
 from notifier.store.database import Database
 from notifier.store.models import Event, Notification, Shipment
 
@@ -16,6 +18,10 @@ from notifier.store.models import Event, Notification, Shipment
 class DeliveryLog:
     def __init__(self, db: Database) -> None:
         self.db = db
+
+    def stats(self, *, now: datetime) -> LogStats:
+        """Counts for metrics and the dashboard: by channel, rule, status; the due queue."""
+        return _stats(self.db, now)
 
     def notifications(
         self,
@@ -126,3 +132,26 @@ def _event_view(e: Event) -> dict[str, Any]:
         "outcome": e.outcome,
         "received_at": e.received_at,
     }
+
+
+@dataclass(frozen=True, kw_only=True)
+class LogStats:
+    by_status: dict[tuple[str, str, str], int]
+    due: int
+    oldest_due_age: float
+
+
+def _stats(db: Database, now: datetime) -> LogStats:
+    with db.read() as session:
+        grouped = session.execute(
+            select(
+                Notification.channel, Notification.rule, Notification.status, func.count()
+            ).group_by(col(Notification.channel), col(Notification.rule), col(Notification.status))
+        ).all()
+        due, oldest = session.execute(
+            select(func.count(), func.min(Notification.due_at)).where(
+                col(Notification.status).in_(PENDING_STATUSES), col(Notification.due_at) <= now
+            )
+        ).one()
+    age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
+    return LogStats(by_status={(c, r, s): n for c, r, s, n in grouped}, due=due, oldest_due_age=age)

@@ -1,0 +1,72 @@
+"""Retention: personal data and raw bodies go after a while; the log's rows and counts stay.
+
+After ``NOTIFIER_RETENTION_DAYS`` an event keeps its codes and times but not its raw body; a
+notification keeps its rule, channel, status and masked recipient but not the address or the
+text; a shipment no longer updated keeps its codes but not who it was for.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ColumnElement, String, cast
+from sqlalchemy import update as sql_update
+from sqlmodel import col, select
+
+from notifier.events import PENDING_STATUSES, NotificationStatus
+from notifier.store.database import Database
+from notifier.store.models import Event, Notification, Shipment
+
+PERSONAL_KEYS = ("consumer_details", "drop_address")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Purged:
+    events: int
+    notifications: int
+    shipments: int
+
+
+def purge(db: Database, *, before: datetime) -> Purged:
+    """Clear raw bodies and personal data older than ``before``; rows stay for the counts."""
+    unfinished = (*PENDING_STATUSES, NotificationStatus.SENDING)
+    with db.write() as session:
+        events = session.execute(
+            sql_update(Event)
+            .where(col(Event.received_at) < before, _non_empty(Event.raw))
+            .values(raw={})
+            .returning(col(Event.id))
+        ).all()
+        notifications = session.execute(
+            sql_update(Notification)
+            .where(
+                col(Notification.created_at) < before,
+                col(Notification.status).not_in(unfinished),
+                col(Notification.recipient).is_not(None),
+            )
+            .values(recipient=None, subject=None, body=None, html=None)
+            .returning(col(Notification.id))
+        ).all()
+        stale = session.exec(
+            select(Shipment).where(col(Shipment.updated_at) < before, _non_empty(Shipment.consumer))
+        ).all()
+        for shipment in stale:
+            shipment.consumer = {}
+            shipment.registration = _without_personal(shipment.registration)
+            session.add(shipment)
+    return Purged(events=len(events), notifications=len(notifications), shipments=len(stale))
+
+
+def _non_empty(column: Any) -> ColumnElement[bool]:
+    """A JSON column holding more than ``{}``; compared as text, which both backends allow."""
+    return cast(column, String) != "{}"
+
+
+def _without_personal(body: dict[str, object]) -> dict[str, object]:
+    kept = {k: v for k, v in body.items() if k != "consumer_details"}
+    info = kept.get("shipment_info")
+    if isinstance(info, dict):
+        kept["shipment_info"] = {k: v for k, v in info.items() if k not in PERSONAL_KEYS}
+    return kept
