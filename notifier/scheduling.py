@@ -44,7 +44,7 @@ class Scheduler:
 
     def _every(self, name: str, job: Callable[[], Awaitable[None]], *, seconds: float) -> None:
         self._scheduler.add_job(
-            self._tracked(name, job), "interval", seconds=seconds, id=name,
+            self._tracked(name, job), "interval", seconds=seconds, id=name, name=name,
             max_instances=1, coalesce=True, misfire_grace_time=None,
             next_run_time=datetime.now(UTC),
         )  # fmt: skip

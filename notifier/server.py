@@ -254,6 +254,7 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     log = logging.getLogger("notifier")
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job run is noise
     if not settings.accepted_webhook_keys and not settings.allow_unauthenticated:
         if _is_loopback(host):
             settings = settings.model_copy(update={"allow_unauthenticated": True})
