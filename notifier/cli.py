@@ -21,10 +21,12 @@ from notifier import demo
 from notifier.app import Notifier, load_ruleset, quiet_hours_override
 from notifier.clickpost.models import parse_registration, parse_webhook
 from notifier.errors import InputError, NotifierError, RulesError
-from notifier.preview import Preview, preview
+from notifier.preview import Preview, preview, synthetic_update
 from notifier.rendering import Renderer
-from notifier.rules import rules_json_schema
+from notifier.replay import replay
+from notifier.rules import load_rules, rules_json_schema
 from notifier.settings import Settings
+from notifier.store.log import ReplaySource
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -87,8 +89,11 @@ def _parser() -> argparse.ArgumentParser:
     p = add(
         "preview", cmd_preview, "Show what a webhook body would send, and why. No side effects."
     )
-    p.add_argument("payload", type=Path, help="a Clickpost webhook body (JSON file)")
+    p.add_argument("payload", type=Path, nargs="?", help="a Clickpost webhook body (JSON file)")
     p.add_argument("--shipment", type=Path, help="an awb-register body for the shipment")
+    p.add_argument("--status", help="instead of a payload: a status code or name (9, Delivered)")
+    p.add_argument("--ndr", help="with --status 9: the NDR code or name (1, customer_unavailable)")
+    p.add_argument("--event", help="the notification event id or name (4, failed_delivery)")
     p.add_argument("--quiet-hours", help="HH:MM-HH:MM or off (overrides the rules file)")
     p = add("ingest", cmd_ingest, "Store webhook bodies and plan their notifications.")
     p.add_argument("file", help="JSON or JSON Lines file of webhook bodies, or - for stdin")
@@ -100,6 +105,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--channel", choices=["sms", "whatsapp", "email"])
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p = add("replay", cmd_replay, "What new rules would have sent over the stored updates.")
+    p.add_argument(
+        "--new-rules",
+        dest="new_rules",
+        type=Path,
+        required=True,
+        metavar="NEW.yaml",
+        help="the rules file to try (nothing is sent)",
+    )
+    p.add_argument(
+        "--since",
+        type=datetime.fromisoformat,
+        metavar="DATE",
+        help="only updates received since (YYYY-MM-DD or an ISO time, UTC)",
+    )
     add("dispatch", cmd_dispatch, "Send what is due now, once, and exit.")
     add("schema", cmd_schema, "Print the JSON Schema of rules.yaml.")
     p = add("demo", cmd_demo, "Feed the sample webhooks through the engine and show the outbox.")
@@ -130,14 +150,22 @@ def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:
     renderer = Renderer(settings.templates)
     rules = load_ruleset(settings, renderer)
-    update = parse_webhook(_read(args.payload))
     registration = parse_registration(_read(args.shipment)) if args.shipment else None
+    now = datetime.now(UTC)
+    if args.payload:
+        update = parse_webhook(_read(args.payload))
+    elif args.status:
+        update = synthetic_update(
+            status=args.status, ndr=args.ndr, event=args.event, registration=registration, now=now
+        )
+    else:
+        raise InputError("give a payload file, or --status (with --ndr/--event)", field="payload")
     result = preview(
         update,
         registration,
         rules=rules,
         renderer=renderer,
-        now=datetime.now(UTC),
+        now=now,
         quiet_hours=quiet_hours_override(settings),
     )
     _print_preview(result, sys.stdout)
@@ -239,6 +267,31 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     counts = asyncio.run(run())
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing due")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace, settings: Settings) -> int:
+    renderer = Renderer(settings.templates)
+    new = load_rules(args.new_rules, missing_template=renderer.missing)
+    since = args.since.replace(tzinfo=args.since.tzinfo or UTC) if args.since else None
+
+    async def source() -> ReplaySource:
+        async with Notifier(settings) as n:
+            return await asyncio.to_thread(n.log.replay_source, since)
+
+    events, planned = asyncio.run(source())
+    report = replay(events, planned, new)
+    print(
+        f"{report.events} stored updates replayed with {args.new_rules} (version {new.version})"
+        + (f"; {report.unreadable} unreadable (purged)" if report.unreadable else "")
+    )
+    print(f"\n{'rule':<30} {'channel':<9} {'sent':>6} {'would send':>11} {'change':>7}")
+    for rule, channel, before, after in report.rows:
+        print(f"{rule:<30} {channel:<9} {before:>6} {after:>11} {after - before:>+7}")
+    sides = (("only before", report.only_before), ("only with the new rules", report.only_after))
+    for title, examples in sides:
+        for (rule, channel), waybills in sorted(examples.items()):
+            print(f"{title}: {rule} {channel}: e.g. {', '.join(waybills)}")
     return 0
 
 

@@ -6,11 +6,20 @@ real path, on a shipment built from a registration body (or a sample customer).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from notifier.errors import TemplateError
-from notifier.events import ChannelKind, Consumer, NotificationStatus, Registration, ShipmentUpdate
+from notifier.clickpost import codes
+from notifier.errors import InputError, TemplateError
+from notifier.events import (
+    ChannelKind,
+    Consumer,
+    NotificationStatus,
+    Registration,
+    Scan,
+    ShipmentUpdate,
+)
 from notifier.planning import PlannedNotification, ShipmentState, plan
 from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import QuietHours, RuleSet
@@ -95,3 +104,35 @@ def _render(
         info = count_segments(rendered.text)
         segments = f"{info.characters} characters, {info.encoding}, {info.segments} segment(s)"
     return PreviewItem(planned=planned, rendered=rendered, segments=segments)
+
+
+def synthetic_update(
+    *,
+    status: str,
+    ndr: str | None = None,
+    event: str | None = None,
+    registration: Registration | None,
+    now: datetime,
+) -> ShipmentUpdate:
+    """An update made up from codes (``--status 9 --ndr 1``), scanned just now."""
+    code = _code("status", status, codes.status_code_by_name)
+    scan = Scan(code=code, description=codes.status(code).name, status="preview",
+                location="", timestamp=now)  # fmt: skip
+    ndr_code = _code("ndr", ndr, codes.ndr_code_by_name) if ndr else None
+    return ShipmentUpdate(
+        cp_id=registration.cp_id if registration else 4,
+        waybill=registration.waybill if registration else "PREVIEW0001",
+        scan=scan, latest=scan, ndr_code=ndr_code,
+        ndr_description=codes.ndr(ndr_code).label if ndr_code is not None else None,
+        notification_event_id=_code("event", event, codes.event_id_by_name) if event else None,
+        reference_number=registration.reference_number if registration else None,
+    )  # fmt: skip
+
+
+def _code(what: str, given: str, by_name: Callable[[str], int | None]) -> int:
+    if given.strip().isdigit():
+        return int(given)
+    code = by_name(given)
+    if code is None:
+        raise InputError(f"unknown {what} {given!r}: use a number or a name", field=what)
+    return code

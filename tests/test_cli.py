@@ -127,3 +127,39 @@ def test_demo_fills_the_outbox(
     code, again, _ = run(capsys, "demo", *flags)
     assert "dispatched: nothing due" in again
     assert (tmp_path / "outbox" / "sms.jsonl").read_text().splitlines() == lines
+
+
+def test_preview_from_codes_without_a_payload(
+    capsys: pytest.CaptureFixture[str], flags: list[str]
+) -> None:
+    code, out, _ = run(capsys, "preview", "--status", "FailedDelivery", "--ndr", "6",
+                       "--quiet-hours", "off", *flags)  # fmt: skip
+    assert code == 0 and "rule failed_delivery_address matched FailedDelivery (9)" in out
+    code, out, _ = run(capsys, "preview", "--status", "8", "--quiet-hours", "21:00-09:00",
+                       *flags)  # fmt: skip
+    assert code == 0 and "[sms] rule delivered" in out
+    code, _, err = run(capsys, "preview", "--status", "Delivred", *flags)
+    assert code == 1 and "unknown status 'Delivred'" in err
+    code, _, err = run(capsys, "preview", *flags)
+    assert code == 1 and "--status" in err
+
+
+def test_replay_compares_new_rules_without_sending(
+    capsys: pytest.CaptureFixture[str], flags: list[str], tmp_path: Path
+) -> None:
+    assert run(capsys, "demo", *flags)[0] == 0
+    outbox = sorted(p.name for p in (tmp_path / "outbox").rglob("*"))
+    text = (ROOT / "rules.yaml").read_text()
+    at = text.index("  - name: failed_delivery_unavailable")
+    new = tmp_path / "new.yaml"
+    new.write_text(
+        text[:at] + text[at:].replace("    send:\n", "    enabled: false\n    send:\n", 1)
+    )
+    code, out, _ = run(capsys, "replay", "--new-rules", str(new), *flags)
+    assert code == 0 and out.startswith("4 stored updates replayed")
+    rows = {tuple(line.split()[:2]): line.split()[2:] for line in out.splitlines()[3:10]}
+    assert rows[("failed_delivery_unavailable", "sms")] == ["1", "0", "-1"]
+    assert rows[("failed_delivery", "email")] == ["0", "2", "+2"]
+    assert rows[("delivered", "sms")] == ["1", "1", "+0"]
+    assert "only with the new rules: failed_delivery sms: e.g. XYZABC" in out
+    assert sorted(p.name for p in (tmp_path / "outbox").rglob("*")) == outbox  # nothing sent

@@ -19,6 +19,10 @@ class DeliveryLog:
     def __init__(self, db: Database) -> None:
         self.db = db
 
+    def replay_source(self, since: datetime | None = None) -> ReplaySource:
+        """Stored updates of registered shipments, oldest first, and what was planned."""
+        return _replay_source(self.db, since)
+
     def stats(self, *, now: datetime) -> LogStats:
         """Counts for metrics and the dashboard: by channel, rule, status; the due queue."""
         return _stats(self.db, now)
@@ -155,3 +159,49 @@ def _stats(db: Database, now: datetime) -> LogStats:
         ).one()
     age = max(0.0, (now - oldest).total_seconds()) if oldest else 0.0
     return LogStats(by_status={(c, r, s): n for c, r, s, n in grouped}, due=due, oldest_due_age=age)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoredEvent:
+    """An update as received, with the shipment it belongs to: the input of a replay."""
+
+    shipment_id: int
+    waybill: str
+    received_at: datetime
+    raw: dict[str, Any]
+    registration: dict[str, Any]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedRow:
+    shipment_id: int
+    waybill: str
+    rule: str
+    channel: str
+    status: str
+
+
+ReplaySource = tuple[list[StoredEvent], list[PlannedRow]]
+
+
+def _replay_source(db: Database, since: datetime | None) -> ReplaySource:
+    """Stored updates of registered shipments, oldest first, and what was planned for them."""
+    events = select(Event, Shipment).join(Shipment, col(Event.shipment_id) == col(Shipment.id))
+    planned = select(Notification, Shipment).join(
+        Shipment, col(Notification.shipment_id) == col(Shipment.id)
+    )
+    if since is not None:
+        events = events.where(col(Event.received_at) >= since)
+        planned = planned.where(col(Notification.created_at) >= since)
+    with db.read() as session:
+        stored = [
+            StoredEvent(shipment_id=s.id or 0, waybill=s.waybill, received_at=e.received_at,
+                        raw=e.raw, registration=s.registration)
+            for e, s in session.exec(events.order_by(col(Event.received_at), col(Event.id)))
+        ]  # fmt: skip
+        rows = [
+            PlannedRow(shipment_id=n.shipment_id, waybill=s.waybill, rule=n.rule,
+                       channel=n.channel, status=n.status)
+            for n, s in session.exec(planned)
+        ]  # fmt: skip
+    return stored, rows
