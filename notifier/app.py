@@ -21,6 +21,8 @@ from types import TracebackType
 from typing import Any
 
 from notifier.channels import Channel, build_channels, twilio
+from notifier.clickpost.client import ClickpostClient
+from notifier.clickpost.integration import ClickpostSync
 from notifier.clickpost.models import parse_registration, parse_unregistration, parse_webhook
 from notifier.dispatch import Dispatcher, DispatchReport
 from notifier.errors import (
@@ -36,6 +38,7 @@ from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
 from notifier.rendering import Renderer
 from notifier.rules import QuietHours, RuleSet, load_rules
 from notifier.settings import Settings
+from notifier.store.clickpost_calls import ClickpostCalls
 from notifier.store.database import Database
 from notifier.store.log import DeliveryLog
 from notifier.store.queue import Queue
@@ -88,6 +91,16 @@ class Notifier:
             observe=self._observe_send,
         )
         self.metrics.watch(self)
+        self.clickpost = ClickpostClient.from_settings(self.settings)
+        self.clickpost_calls = ClickpostCalls(self.db)
+        self.clickpost_sync = (
+            ClickpostSync(
+                self.clickpost, self.clickpost_calls, ingest=self.ingest, clock=clock,
+                stale_after=timedelta(seconds=self.settings.poll_stale_after),
+            )
+            if self.clickpost is not None
+            else None
+        )  # fmt: skip
 
     @classmethod
     def from_env(cls) -> Notifier:
@@ -100,6 +113,8 @@ class Notifier:
         await self.close()
 
     async def close(self) -> None:
+        if self.clickpost is not None:
+            await self.clickpost.aclose()
         self.db.dispose()
 
     # -- ingest -------------------------------------------------------------------------------
@@ -152,14 +167,18 @@ class Notifier:
             parse_webhook,
             now=self.clock(),
             rules_version=self.rules.version,
+            forward=self.clickpost is not None,
         )
 
     async def unregister_shipment(self, body: Body) -> bool:
-        """awb-unregister: no more messages for the shipment. False when it is unknown."""
+        """awb-unregister: no more messages for the shipment (and, with Clickpost settings,
+        Clickpost is told too). False when the shipment is unknown."""
         request = parse_unregistration(body)
+        forward = self.clickpost is not None
         return await asyncio.to_thread(
-            self.store.unregister, request.cp_id, request.waybill, now=self.clock()
-        )
+            self.store.unregister, request.cp_id, request.waybill, now=self.clock(),
+            forward=forward,
+        )  # fmt: skip
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
         keys = self.settings.accepted_webhook_keys
@@ -175,9 +194,9 @@ class Notifier:
 
     # -- dispatch and the log -----------------------------------------------------------------
 
-    async def dispatch_due(self) -> DispatchReport:
+    async def dispatch_due(self, stop: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Send every notification that is due now; record each attempt."""
-        return await self.dispatcher.dispatch_due()
+        return await self.dispatcher.dispatch_due(stop)
 
     async def notifications(self, **filters: Any) -> list[dict[str, Any]]:
         return await asyncio.to_thread(partial(self.log.notifications, **filters))
@@ -360,6 +379,8 @@ class SyncNotifier:
         return result
 
     def close(self) -> None:
+        if not self._loop.is_running():  # closed already
+            return
         self._run(self._notifier.close())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=5)

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from notifier import demo
 from notifier.app import Notifier, load_ruleset, quiet_hours_override
+from notifier.checking import Limits, format_problem, run_checks
 from notifier.clickpost.models import parse_registration, parse_webhook
 from notifier.errors import InputError, NotifierError, RulesError
 from notifier.preview import Preview, preview, synthetic_update
@@ -85,7 +86,42 @@ def _parser() -> argparse.ArgumentParser:
     p = add("serve", cmd_serve, "Run the daemon: the HTTP API and the dispatcher.")
     p.add_argument("--host", default="127.0.0.1", help="default 127.0.0.1 (this machine only)")
     p.add_argument("--port", type=int, default=8000)
-    add("check", cmd_check, "Check rules.yaml and every template; exit 1 on errors.")
+    p.add_argument("--log-format", choices=["json", "text"], default="json")
+    p.add_argument("--log-level", default="INFO")
+    p = add("simulate", cmd_simulate, "Play Clickpost shipment journeys against a webhook URL.")
+    from notifier import simulate
+
+    simulate.add_simulate_arguments(p)
+    p = add(
+        "clickpost-standin",
+        cmd_clickpost_standin,
+        "Serve a local Clickpost stand-in (awb-register, track-order, test_webhook).",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8010)
+    p.add_argument("--webhook-key", default="standin-webhook-key")
+    p.add_argument("--key", default="standin-key")
+    p.add_argument("--username", default="standin")
+    p = add("check", cmd_check, "Check rules.yaml and every template; exit 1 on errors.")
+    p.add_argument(
+        "--max-sms-segments",
+        type=_at_least_one,
+        default=1,
+        metavar="N",
+        help="warn when an SMS needs more than N parts (default 1)",
+    )
+    p.add_argument(
+        "--allow-unicode",
+        action="store_true",
+        help="do not warn about Unicode SMS (templates named <name>.hi.txt.j2 never warn)",
+    )
+    p.add_argument(
+        "--dlt-limit",
+        type=_at_least_one,
+        default=40,
+        metavar="N",
+        help="most characters one DLT variable may fill in (default 40, TRAI's limit)",
+    )
     p = add(
         "preview", cmd_preview, "Show what a webhook body would send, and why. No side effects."
     )
@@ -130,21 +166,41 @@ def _parser() -> argparse.ArgumentParser:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from notifier import server
 
-    return server.serve(settings, host=args.host, port=args.port)
+    return server.serve(settings, host=args.host, port=args.port, log_format=args.log_format,
+                        log_level=args.log_level)  # fmt: skip
+
+
+def cmd_clickpost_standin(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.clickpost.standin import serve_standin
+
+    return serve_standin(args.host, args.port, args.webhook_key, key=args.key,
+                         username=args.username)  # fmt: skip
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier import simulate
+
+    return asyncio.run(simulate.run_from_args(args))
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
-    renderer = Renderer(settings.templates)
-    problems = renderer.check()
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    rules = load_ruleset(settings, renderer)
-    for warning in rules.warnings:
-        print(warning, file=sys.stderr)
-    if any(p.severity == "error" for p in problems):
-        return 1
-    print(f"{settings.rules}: {len(rules.rules)} rules, version {rules.version}: OK")
-    return 0
+    limits = Limits(
+        max_sms_segments=args.max_sms_segments,
+        dlt_limit=args.dlt_limit,
+        allow_unicode=args.allow_unicode,
+    )
+    report = run_checks(settings.rules, settings.templates, limits)
+    for problem in report.problems:
+        print(format_problem(problem), file=sys.stderr)
+    print(report.summary())
+    return 1 if report.errors else 0
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 def cmd_preview(args: argparse.Namespace, settings: Settings) -> int:

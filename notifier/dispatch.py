@@ -31,6 +31,7 @@ from notifier.errors import (
     TransientChannelError,
 )
 from notifier.events import ChannelKind, NotificationStatus
+from notifier.languages import language_of
 from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import Retry, RuleSet, Send
 from notifier.segments import count_segments
@@ -95,14 +96,16 @@ class Dispatcher:
         self.observe = observe or (lambda channel, outcome, seconds: None)
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
 
-    async def dispatch_due(self) -> DispatchReport:
-        """Send everything due now, every channel in parallel, until nothing due is left."""
+    async def dispatch_due(self, stop: Callable[[], bool] = lambda: False) -> DispatchReport:
+        """Send everything due now, every channel in parallel, until nothing due is left
+        (or ``stop()`` says the process is shutting down: no new batch is claimed then)."""
         report = DispatchReport()
-        await asyncio.gather(*(self._drain(kind, report) for kind in self.channels))
+        await asyncio.gather(*(self._drain(kind, report, stop) for kind in self.channels))
         return report
 
-    async def _drain(self, kind: ChannelKind, report: DispatchReport) -> None:
-        while True:
+    async def _drain(self, kind: ChannelKind, report: DispatchReport,
+                     stop: Callable[[], bool]) -> None:  # fmt: skip
+        while not stop():
             now = self.clock()
             jobs = await asyncio.to_thread(
                 self.queue.claim_due, now=now, limit=self.batch, lease_until=now + self.lease,
@@ -167,7 +170,7 @@ class Dispatcher:
             registration=registration, update=update, brand=rules.defaults.brand,
             tracking_url=rules.defaults.tracking_url, consumer_phone=phone, now=self.clock(),
         )  # fmt: skip
-        rendered = renderer.render(kind, job.template, context)
+        rendered = renderer.render(kind, job.template, context, language=language_of(registration))
         send = _send_of(rules, job)
         variables = None
         if send is not None and send.content_sid:
@@ -240,9 +243,11 @@ def _send_of(rules: RuleSet, job: Job) -> Send | None:
 
 
 def _facts(job: Job, rendered: Rendered) -> dict[str, Any]:
-    """What the log keeps of the rendered message; SMS gets its encoding and segment count."""
+    """What the log keeps of the rendered message; SMS gets its encoding and segment count.
+    ``language`` is the variant actually sent (None: default), not the one the shopper asked for."""
     facts: dict[str, Any] = {"subject": rendered.subject, "body": rendered.text}
     facts["html"] = rendered.html
+    facts["language"] = rendered.language
     if job.channel != ChannelKind.EMAIL:
         info = count_segments(rendered.text)
         facts |= {"encoding": info.encoding, "segments": info.segments}

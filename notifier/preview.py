@@ -20,6 +20,7 @@ from notifier.events import (
     Scan,
     ShipmentUpdate,
 )
+from notifier.languages import language_of
 from notifier.planning import PlannedNotification, ShipmentState, plan
 from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import QuietHours, RuleSet
@@ -34,6 +35,11 @@ class PreviewItem:
     rendered: Rendered | None = None
     error: str = ""
     segments: str = ""
+
+    @property
+    def language(self) -> str | None:
+        """The language the message would go out in (None: the default templates)."""
+        return self.rendered.language if self.rendered else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -96,7 +102,9 @@ def _render(
         now=now,
     )
     try:
-        rendered = renderer.render(planned.channel, planned.template, context)
+        rendered = renderer.render(
+            planned.channel, planned.template, context, language=language_of(reg)
+        )
     except TemplateError as err:
         return PreviewItem(planned=planned, error=str(err))
     segments = ""

@@ -6,6 +6,10 @@ Templates are addressed by a base name (``delivered``); the channel picks the fi
     templates/whatsapp/<name>.txt.j2
     templates/email/<name>.subject.j2, <name>.txt.j2 (both required), <name>.html.j2 (optional)
 
+A language variant puts its code before the suffix (``sms/delivered.hi.txt.j2``). A message
+is in one language throughout: the variant only when all its required parts exist, else the
+default; never a Hindi subject over an English body.
+
 Files whose name starts with ``_`` are partials and layouts (``email/_layout.html.j2``), never
 messages. Staff-edited templates are untrusted code: they run in Jinja's immutable sandbox with
 ``StrictUndefined`` (a typo fails loudly instead of sending "Hi ,"), output is capped, and the
@@ -37,6 +41,7 @@ from notifier.clickpost import codes
 from notifier.errors import ConfigurationError, Problem, TemplateError
 from notifier.events import Brand, ChannelKind, Consumer, Registration, Scan, ShipmentUpdate
 from notifier.filters import FILTERS, IST, first_name
+from notifier.languages import message_files, normalize_language, tagged
 
 #: Per channel: (file suffix, required) for each part of a message, in render order.
 _PARTS: dict[ChannelKind, tuple[tuple[str, bool], ...]] = {
@@ -50,11 +55,13 @@ _BASE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 @dataclass(frozen=True, kw_only=True)
 class Rendered:
-    """A rendered message: ``subject`` and ``html`` only for email (``html`` when it has one)."""
+    """A rendered message: ``subject`` and ``html`` only for email (``html`` when it has one);
+    ``language`` is the variant used (None: the default), not necessarily the one asked for."""
 
     subject: str | None
     text: str
     html: str | None
+    language: str | None = None
 
 
 class _Sandbox(ImmutableSandboxedEnvironment):
@@ -111,13 +118,17 @@ class Renderer:
     def _env_for(self, path: str) -> _Sandbox:
         return self._html_env if path.endswith(".html.j2") else self._text_env
 
-    def files_for(self, channel: ChannelKind, name: str) -> list[tuple[str, bool]]:
-        """The template paths (relative, ``/``-separated) a message uses, and which are required."""
+    def files_for(
+        self, channel: ChannelKind, name: str, language: str | None = None
+    ) -> list[tuple[str, bool]]:
+        """The template paths (relative, ``/``-separated) a message uses, and which are required.
+        ``language``, a code of ``LANGUAGE_CODES`` or None (default), picks the variant."""
         _check_name(name)
         channel = ChannelKind(channel)
-        return [(f"{channel.value}/{name}{suffix}", req) for suffix, req in _PARTS[channel]]
+        stem = tagged(f"{channel.value}/{name}", language)
+        return [(f"{stem}{suffix}", req) for suffix, req in _PARTS[channel]]
 
-    def missing(self, channel: ChannelKind, name: str) -> str | None:
+    def missing(self, channel: ChannelKind, name: str, language: str | None = None) -> str | None:
         """A plain message naming the required files that do not exist, or None when complete.
 
         Also a message, not an exception, for a name that cannot be a template: the rules
@@ -125,7 +136,8 @@ class Renderer:
         """
         if problem := _name_problem(name):
             return problem
-        absent = [p for p, req in self.files_for(channel, name) if req and not self._exists(p)]
+        files = self.files_for(channel, name, language)
+        absent = [p for p, req in files if req and not self._exists(p)]
         if not absent:
             return None
         noun = "template" if len(absent) == 1 else "templates"
@@ -135,25 +147,47 @@ class Renderer:
         return (self.templates_dir / path).is_file()
 
     def messages(self) -> list[tuple[ChannelKind, str]]:
-        """Every (channel, base name) that has a message file, for checks and previews."""
-        found: set[tuple[ChannelKind, str]] = set()
-        for channel, parts in _PARTS.items():
-            for file in (self.templates_dir / channel.value).glob("*.j2"):
-                suffix = next((s for s, _ in parts if file.name.endswith(s)), None)
-                if suffix and not file.name.startswith("_"):
-                    found.add((channel, file.name.removesuffix(suffix)))
-        return sorted(found)
+        """Every (channel, base name) that has a message file, for checks and previews; a
+        language variant is not a message of its own (``delivered.hi`` is ``delivered``)."""
+        return sorted(self._scan())
 
-    def render(self, channel: ChannelKind, name: str, context: Mapping[str, Any]) -> Rendered:
-        """Render one message. Raises TemplateError for a missing, broken or unsafe template."""
+    def languages(self, channel: ChannelKind, name: str) -> list[str]:
+        """The languages with a complete variant of a message (the default not included)."""
+        tags = self._scan().get((ChannelKind(channel), name), {})
+        return sorted(t for t in tags if t and self.missing(channel, name, t) is None)
+
+    def _scan(self) -> dict[tuple[ChannelKind, str], dict[str | None, Path]]:
+        """Each message that has a file, with the languages (None: default) that have any."""
+        return {
+            (channel, name): files
+            for channel, parts in _PARTS.items()
+            for name, files in message_files(self.templates_dir / channel.value, parts).items()
+        }
+
+    def render(
+        self,
+        channel: ChannelKind,
+        name: str,
+        context: Mapping[str, Any],
+        language: str | None = None,
+    ) -> Rendered:
+        """Render one message, in ``language`` (any spelling ``normalize_language`` knows) when
+        it has a complete variant, else the default. TemplateError when missing or broken."""
+        chosen = self._variant(channel, name, normalize_language(language))
         outputs: dict[str, str | None] = {}
-        for path, required in self.files_for(channel, name):
+        for path, required in self.files_for(channel, name, chosen):
             if not required and not self._exists(path):
                 outputs[path] = None
                 continue
             outputs[path] = self._render_file(path, context)
         subject, text, html = _assemble(ChannelKind(channel), list(outputs.values()))
-        return Rendered(subject=subject, text=text, html=html)
+        return Rendered(subject=subject, text=text, html=html, language=chosen)
+
+    def _variant(self, channel: ChannelKind, name: str, language: str | None) -> str | None:
+        """``language`` if its variant has every required part, else None (the default)."""
+        if language and self.missing(channel, name, language) is None:
+            return language
+        return None
 
     def render_variables(
         self, expressions: Sequence[tuple[str, str]], context: Mapping[str, Any], *, where: str
@@ -210,16 +244,18 @@ class Renderer:
         """Compile every template; one Problem per syntax error or broken reference.
 
         Also flags emails that lack a required part, so a half-added message fails at load
-        time rather than at its first send.
+        time rather than at its first send; a half-added language variant too, since it would
+        silently fall back to the default.
         """
         problems: list[Problem] = []
         for file in sorted(self.templates_dir.rglob("*.j2")):
             problems.extend(self._check_file(file))
-        for channel, name in self.messages():
-            if gap := self.missing(channel, name):
-                present = next(p for p, _ in self.files_for(channel, name) if self._exists(p))
-                where = str(self.templates_dir / present)
-                problems.append(Problem(file=where, line=1, column=1, message=gap))
+        for (channel, name), files in sorted(self._scan().items()):
+            for language in sorted({None, *files}, key=lambda tag: tag or ""):
+                if gap := self.missing(channel, name, language):
+                    gap += f"; {language} shoppers get the default until then" if language else ""
+                    where = str(files.get(language) or min(files.values()))
+                    problems.append(Problem(file=where, line=1, column=1, message=gap))
         return problems
 
     def _check_file(self, file: Path) -> list[Problem]:

@@ -6,7 +6,9 @@ nothing is lost when the process dies. Jobs:
 - dispatch, every second (and at once when :meth:`Scheduler.wake` is called after a webhook):
   claims due rows, including rows whose sender died (their lease ran out), and sends them;
 - reload, every two seconds: rules.yaml or a template edited → checked and live, or reported;
-- retention, every six hours: raw bodies and personal data older than the retention period go.
+- retention, every six hours: raw bodies and personal data older than the retention period go;
+- with Clickpost settings: the calls owed to Clickpost (awb-register, awb-unregister) every
+  five seconds, and polling every ``NOTIFIER_POLL_INTERVAL`` seconds (0: no polling).
 """
 
 from __future__ import annotations
@@ -36,11 +38,17 @@ class Scheduler:
         self.notifier = notifier
         self.retention_days = retention_days
         self._inflight: set[asyncio.Task[object]] = set()
+        self._inflight_names: set[str] = set()
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._every("dispatch", self._dispatch, seconds=dispatch_every)
         self._every("reload", self._reload, seconds=reload_every)
         self._every("retention", self._retention, seconds=6 * 3600)
+        if notifier.clickpost_sync is not None:
+            self._every("clickpost-calls", self._clickpost_calls, seconds=5)
+            if notifier.settings.poll_interval > 0:
+                self._every("poll", self._poll, seconds=notifier.settings.poll_interval)
         self.last_dispatch: datetime | None = None
+        self.stopping = False
 
     def _every(self, name: str, job: Callable[[], Awaitable[None]], *, seconds: float) -> None:
         self._scheduler.add_job(
@@ -58,6 +66,7 @@ class Scheduler:
             task = asyncio.current_task()
             if task is not None:
                 self._inflight.add(task)
+            self._inflight_names.add(name)
             try:
                 await job()
             except NotifierError as err:  # the database locked or down: the next run retries
@@ -65,16 +74,26 @@ class Scheduler:
             except Exception:
                 log.exception("%s job failed", name)
             finally:
+                self._inflight_names.discard(name)
                 if task is not None:
                     self._inflight.discard(task)
 
         return run
 
     async def _dispatch(self) -> None:
-        report = await self.notifier.dispatch_due()
+        report = await self.notifier.dispatch_due(stop=lambda: self.stopping)
         self.last_dispatch = datetime.now(UTC)
         if report.total:
             log.info("dispatched: %s", report.counts)
+
+    async def _clickpost_calls(self) -> None:
+        if self.notifier.clickpost_sync is not None:
+            await self.notifier.clickpost_sync.make_owed_calls()
+
+    async def _poll(self) -> None:
+        if self.notifier.clickpost_sync is not None:
+            await self.notifier.clickpost_sync.poll()
+            self.wake()
 
     async def _reload(self) -> None:
         await asyncio.to_thread(self.notifier.reload_if_changed)
@@ -88,7 +107,11 @@ class Scheduler:
         self._scheduler.start()
 
     def wake(self) -> None:
-        """Run the dispatcher now (new work was just committed) instead of within a second."""
+        """Run the dispatcher now (new work was just committed) instead of within a second.
+
+        Not while it is running: the running pass claims the new work itself."""
+        if self._inflight_names & {"dispatch"} or self.stopping:
+            return
         job = self._scheduler.get_job("dispatch")
         if job is not None:
             job.modify(next_run_time=datetime.now(UTC))
@@ -102,15 +125,20 @@ class Scheduler:
 
         A cancelled send stays claimed; its lease runs out and the next start sends it.
         """
+        # APScheduler 3.11's asyncio executor cancels running jobs on shutdown whatever `wait`
+        # says (executors/asyncio.py), so pause first, let the jobs finish, then shut down.
+        self.stopping = True
+        if self._scheduler.running:
+            self._scheduler.pause()
+        running = set(self._inflight)
+        pending: set[asyncio.Task[object]] = set()
+        if running:
+            _, pending = await asyncio.wait(running, timeout=grace)
+            for task in pending:
+                task.cancel()
         if self._scheduler.running:
             self._scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler stops on the loop's next turn
-        running = set(self._inflight)
-        if not running:
-            return
-        _, pending = await asyncio.wait(running, timeout=grace)
-        for task in pending:
-            task.cancel()
         if pending:
             log.warning(
                 "shutdown: %d job(s) still running after %.0fs, cancelled", len(pending), grace

@@ -8,13 +8,16 @@ field, an unavailable database a 503 that Clickpost retries.
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import Annotated, Any
 
+import uvicorn
 from fastapi import FastAPI, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -246,15 +249,20 @@ def _ingest_view(outcome: IngestOutcome) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def serve(settings: Settings, *, host: str, port: int) -> int:
-    """``notifier serve``: uvicorn with the app, after saying loudly what is insecure."""
-    import logging
+def serve(
+    settings: Settings, *, host: str, port: int, log_format: str = "json", log_level: str = "INFO"
+) -> int:
+    """``notifier serve``: uvicorn with the app, after saying loudly what is insecure.
 
-    import uvicorn
+    Logs are JSON lines (or text) with phone numbers, emails and secrets masked; uvicorn's own
+    loggers go through the same handler (``log_config=None``), its access log without query
+    strings. A SIGTERM stops taking requests, lets in-flight sends finish within
+    ``NOTIFIER_SHUTDOWN_GRACE`` and exits 0.
+    """
+    from notifier.logs import configure_logging, secret_values
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(json=log_format == "json", level=log_level, secrets=secret_values(settings))
     log = logging.getLogger("notifier")
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)  # a line per job run is noise
     if not settings.accepted_webhook_keys and not settings.allow_unauthenticated:
         if _is_loopback(host):
             settings = settings.model_copy(update={"allow_unauthenticated": True})
@@ -265,8 +273,20 @@ def serve(settings: Settings, *, host: str, port: int) -> int:
         else:
             log.warning("NO WEBHOOK KEYS: every webhook will be refused (401). "
                         "Set NOTIFIER_WEBHOOK_KEYS.")  # fmt: skip
-    uvicorn.run(
-        create_app(settings), host=host, port=port, log_level="info",
-        timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_config=None,
+        log_level=log_level.lower(), timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
     )  # fmt: skip
+    _GracefulServer(config).run()
     return 0
+
+
+class _GracefulServer(uvicorn.Server):
+    """uvicorn re-raises a caught SIGTERM after a clean shutdown, so the process would end with
+    status 143; a graceful stop is a success, so the signal is consumed instead."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            yield
+            self._captured_signals.clear()

@@ -344,7 +344,7 @@ def validate(
     ``words_allowed`` names fields where a plain ``off`` (say) is a documented value, not a
     YAML 1.1 trap. A field error at the same spot as a trap is dropped: the trap explains it.
     """
-    words = list(_ambiguous_words(doc, words_allowed))
+    words = [*_ambiguous_words(doc, words_allowed), *_leading_zeros(doc)]
     try:
         return model.model_validate(plain(doc.data)), words
     except ValidationError as err:
@@ -361,6 +361,29 @@ def _ambiguous_words(doc: Document, allowed: Mapping[Shape, str]) -> Iterator[Pr
         message = f"{where(path)}: {word!r} is ambiguous: YAML 1.1 tools read it as a boolean"
         hint = f'quote it ("{word}") if you mean the text; write true or false for yes/no'
         yield doc.at(path, message, hint)
+
+
+def _leading_zeros(doc: Document) -> Iterator[Problem]:
+    """``cp_id: 012``: this loader (YAML 1.2) reads 12, YAML 1.1 tools the octal number 10."""
+    for path, value in _numbers(doc.data):
+        typed = source_token(doc.text, *locate(doc.data, path))
+        if re.fullmatch(r"[-+]?0[0-9_]+", typed):
+            message = f"{where(path)}: {typed} has a leading zero: this file reads it as {value},"
+            message += " older (YAML 1.1) tools as an octal number (012 is 10) or as text"
+            hint = f'write {value} without the zero, or quote it ("{typed}") if it is a code'
+            yield doc.at(path, message, hint)
+
+
+def _numbers(data: Any, path: Loc = ()) -> Iterator[tuple[Loc, int]]:
+    """Every integer in the tree, with its path (booleans are not numbers here)."""
+    if isinstance(data, CommentedMap | CommentedSeq):
+        items: Iterator[tuple[Any, Any]]
+        items = iter(data.items()) if isinstance(data, CommentedMap) else enumerate(data)
+        for part, value in items:
+            if isinstance(part, str | int):
+                yield from _numbers(value, (*path, part))
+    elif isinstance(data, int) and not isinstance(data, bool | ScalarBoolean):
+        yield path, data
 
 
 def shape(path: Loc) -> Shape:

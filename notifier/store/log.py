@@ -12,7 +12,7 @@ from sqlmodel import col, select
 from notifier import recipients
 from notifier.events import PENDING_STATUSES
 from notifier.store.database import Database
-from notifier.store.models import Event, Notification, Shipment
+from notifier.store.models import ClickpostCall, Event, Notification, Shipment
 
 
 class DeliveryLog:
@@ -69,10 +69,16 @@ class DeliveryLog:
                 .where(col(Notification.shipment_id) == shipment.id)
                 .order_by(col(Notification.id))
             ).all()
+            calls = session.exec(
+                select(ClickpostCall)
+                .where(col(ClickpostCall.shipment_id) == shipment.id)
+                .order_by(col(ClickpostCall.id))
+            ).all()
             return {
                 "shipment": _shipment_view(shipment),
                 "events": [_event_view(e) for e in events],
                 "notifications": [log_entry(n, shipment) for n in sent],
+                "clickpost_calls": [_call_view(c) for c in calls],
             }
 
 
@@ -84,6 +90,7 @@ def log_entry(n: Notification, s: Shipment) -> dict[str, Any]:
         "waybill": s.waybill,
         "rule": n.rule,
         "channel": n.channel,
+        "language": n.language,
         "recipient": n.recipient_masked,
         "status": n.status,
         "reason": n.reason,
@@ -111,6 +118,9 @@ def _shipment_view(s: Shipment) -> dict[str, Any]:
         "order_type": s.order_type,
         "delivery_type": s.delivery_type,
         "state": s.state,
+        "tracking_id": s.tracking_id,
+        "last_event_at": s.last_event_at,
+        "polled_at": s.polled_at,
         "status_code": s.status_code,
         "status_at": s.status_at,
         "consumer": {
@@ -120,6 +130,18 @@ def _shipment_view(s: Shipment) -> dict[str, Any]:
         },
         "created_at": s.created_at,
         "updated_at": s.updated_at,
+    }
+
+
+def _call_view(c: ClickpostCall) -> dict[str, Any]:
+    """A call owed to Clickpost (awb-register, awb-unregister) and how it went."""
+    return {
+        "kind": c.kind,
+        "status": c.status,
+        "attempts": c.attempts,
+        "last_error": c.last_error,
+        "due_at": c.due_at,
+        "updated_at": c.updated_at,
     }
 
 

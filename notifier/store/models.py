@@ -49,6 +49,8 @@ class Shipment(SQLModel, table=True):
     status_at: datetime | None = None
     state: str = Field(default="active", index=True)  # active | terminal | unregistered
     tracking_id: str | None = None
+    last_event_at: datetime | None = None
+    polled_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -128,3 +130,24 @@ class Suppression(SQLModel, table=True):
     address: str
     reason: str
     created_at: datetime = Field(default_factory=utcnow)
+
+
+class ClickpostCall(SQLModel, table=True):
+    """A call owed to Clickpost's API (awb-register, awb-unregister): stored in the same
+    transaction as the registration, made afterwards, retried until it succeeds, so a
+    Clickpost outage never loses a registration."""
+
+    __table_args__ = (UniqueConstraint("shipment_id", "kind", "body_hash", name="uq_call"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    shipment_id: int = Field(foreign_key="shipment.id", index=True)
+    kind: str  # register | unregister
+    body: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    body_hash: str
+    status: str = Field(default="pending", index=True)  # pending | done | failed
+    attempts: int = 0
+    last_error: str = ""
+    due_at: datetime
+    lease_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)

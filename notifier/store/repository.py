@@ -24,6 +24,7 @@ from notifier.events import (
     ShipmentUpdate,
 )
 from notifier.planning import Plan, PlannedNotification, ShipmentState
+from notifier.store.clickpost_calls import owe_call
 from notifier.store.database import Database
 from notifier.store.models import Event, Notification, Shipment, Suppression
 
@@ -93,6 +94,7 @@ class Store:
             session.execute(
                 sql_update(Event).where(col(Event.id) == event_id).values(shipment_id=shipment.id)
             )
+            shipment.last_event_at = now
             return _evaluate(session, shipment, event_id, update, decide, now, rules_version)
 
     def register(
@@ -103,8 +105,13 @@ class Store:
         *,
         now: datetime,
         rules_version: str,
+        forward: bool = False,
     ) -> RegistrationOutcome:
-        """Upsert the shipment, adopt updates that arrived before it, evaluate the latest once."""
+        """Upsert the shipment, adopt updates that arrived before it, evaluate the latest once.
+
+        With ``forward``, the same body is owed to Clickpost's awb-register, in the same
+        transaction: made afterwards, retried until it succeeds.
+        """
         with self.db.write() as session:
             values = _shipment_values(registration, now)
             shipment_id = insert_ignore(session, Shipment, values, "cp_id", "waybill")
@@ -121,6 +128,8 @@ class Store:
                 )
             shipment = _shipment_by_awb(session, registration.cp_id, registration.waybill)
             assert shipment.id is not None
+            if forward:
+                owe_call(session, shipment.id, "register", registration.raw, now)
             adopted = _adopt_orphans(session, shipment, registration)
             evaluation = None
             if adopted:
@@ -136,8 +145,9 @@ class Store:
                 evaluation=evaluation,
             )
 
-    def unregister(self, cp_id: int, waybill: str, *, now: datetime) -> bool:
-        """Mark the shipment unregistered and cancel what was still pending for it."""
+    def unregister(self, cp_id: int, waybill: str, *, now: datetime, forward: bool = False) -> bool:
+        """Mark the shipment unregistered and cancel what was still pending for it; with
+        ``forward``, owe Clickpost the awb-unregister call too."""
         with self.db.write() as session:
             found = session.execute(
                 sql_update(Shipment)
@@ -147,6 +157,8 @@ class Store:
             ).scalar_one_or_none()
             if found is None:
                 return False
+            if forward:
+                owe_call(session, found, "unregister", {"cp_id": cp_id, "waybill": waybill}, now)
             session.execute(
                 sql_update(Notification)
                 .where(
