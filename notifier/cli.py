@@ -292,6 +292,9 @@ def cmd_register(args: argparse.Namespace, settings: Settings) -> int:
                 word = "registered" if result.created else "updated"
                 extra = f", {result.evaluation.verdict}" if result.evaluation else ""
                 print(f"{number}: shipment {result.shipment_id} {word}{extra}")
+            if n.clickpost_sync is not None:  # forward now; what fails, the daemon retries
+                done = await n.clickpost_sync.make_owed_calls(limit=10_000)
+                print(f"forwarded to Clickpost: {done}")
         return 0
 
     return asyncio.run(run())
