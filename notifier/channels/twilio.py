@@ -37,8 +37,6 @@ import re
 from collections.abc import Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -59,6 +57,7 @@ from notifier.errors import (
 )
 from notifier.events import ChannelKind, NotificationStatus
 from notifier.recipients import mask, mask_phone
+from notifier.retry_after import retry_after_seconds
 from notifier.settings import Settings
 
 __all__ = [
@@ -330,7 +329,7 @@ def _translate(err: TwilioException, headers: Mapping[str, str]) -> ChannelError
     if code == _OPTED_OUT:
         return OptedOutError("recipient replied STOP to this sender", code=str(code))
     if status == 429 or code == _RATE_LIMITED or status >= 500:
-        retry_after = _retry_after(headers.get("Retry-After"))
+        retry_after = retry_after_seconds(headers.get("Retry-After"))
         return TransientChannelError(text, code=_code(code), retry_after=retry_after)
     if status == 401 or code == _AUTHENTICATION:
         # A wrong or rotated token is the operator's to fix, not the message's fault: keep the
@@ -360,21 +359,6 @@ def _unreachable(err: Exception, timeout: float) -> TransientChannelError:
             f"no answer from Twilio within {timeout:g}s; it may have sent the message"
         )
     return TransientChannelError(f"cannot reach Twilio: {type(err).__name__}: {err}")
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 # -- delivery receipts (status callbacks) ---------------------------------------------------

@@ -39,8 +39,6 @@ import random
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -48,6 +46,7 @@ import httpx
 
 from notifier.clickpost.models import TrackResult, parse_track_order
 from notifier.errors import ConfigurationError, InputError, NotifierError
+from notifier.retry_after import retry_after_seconds
 from notifier.settings import Settings
 
 __all__ = [
@@ -378,7 +377,7 @@ class ClickpostClient:
         status = status if success is False and status else response.status_code
         message = self._redact(message or response.reason_phrase or "no message")
         if response.status_code in _RETRYABLE_STATUS or status in _RETRYABLE_STATUS:
-            retry_after = _retry_after(response.headers.get("Retry-After"))
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
             raise ClickpostUnavailable(message, status=status, call=path, retry_after=retry_after)
         if response.is_redirect:  # never followed: a redirected POST would arrive as a GET
             where = self._redact(response.headers.get("Location", "?"))
@@ -436,23 +435,6 @@ def _meta(body: Mapping[str, Any] | None) -> tuple[bool | None, int | None, str]
     status = _int(source.get("status", source.get("status_code")))
     message = source.get("message") or body.get("error") or ""
     return (success if isinstance(success, bool) else None), status, str(message)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds: a number, or an HTTP date (RFC 9110 §10.2.3)."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _int(value: object) -> int | None:
