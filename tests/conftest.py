@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,9 +38,32 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def database_url(tmp_path: Path) -> Iterator[str]:
+    """A fresh database per test: a SQLite file, or with NOTIFIER_TEST_DATABASE_URL set
+    (PostgreSQL), a schema of its own on that server, dropped afterwards."""
+    server = os.environ.get("NOTIFIER_TEST_DATABASE_URL")
+    if not server:
+        yield f"sqlite:///{tmp_path / 'notifier.db'}"
+        return
+    import sqlalchemy
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = sqlalchemy.create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f"CREATE SCHEMA {schema}")
+    joiner = "&" if "?" in server else "?"
+    try:
+        yield f"{server}{joiner}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f"DROP SCHEMA {schema} CASCADE")
+        admin.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
     return Settings(
-        database_url=f"sqlite:///{tmp_path / 'notifier.db'}",
+        database_url=database_url,
         rules=ROOT / "rules.yaml",
         templates=ROOT / "templates",
         outbox_dir=tmp_path / "outbox",
