@@ -38,6 +38,7 @@ from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
 from notifier.rendering import Renderer
 from notifier.rules import QuietHours, RuleSet, load_rules
 from notifier.settings import Settings
+from notifier.store import migrations
 from notifier.store.clickpost_calls import ClickpostCalls
 from notifier.store.database import Database
 from notifier.store.log import DeliveryLog
@@ -72,7 +73,7 @@ class Notifier:
         self._fingerprint = _fingerprint(self.settings)
         self.quiet_hours = quiet_hours_override(self.settings)
         self.db = Database(self.settings.database_url)
-        self.db.create_all()
+        migrations.ensure_current(self.db)
         self.metrics = Metrics()
         self.store = Store(self.db)
         self.queue = Queue(self.db)

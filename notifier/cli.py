@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-key", default="standin-webhook-key")
     p.add_argument("--key", default="standin-key")
     p.add_argument("--username", default="standin")
+    p = add("db", cmd_db, "Database schema: upgrade it to this version, or show its revision.")
+    p.add_argument("action", choices=["upgrade", "current"])
     p = add("check", cmd_check, "Check rules.yaml and every template; exit 1 on errors.")
     p.add_argument(
         "--max-sms-segments",
@@ -181,6 +183,25 @@ def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
     from notifier import simulate
 
     return asyncio.run(simulate.run_from_args(args))
+
+
+def cmd_db(args: argparse.Namespace, settings: Settings) -> int:
+    from notifier.store import migrations
+    from notifier.store.database import Database
+
+    db = Database(settings.database_url)
+    try:
+        if args.action == "upgrade":
+            before = migrations.current(db)
+            migrations.upgrade(db)
+            print(f"schema: {before or 'empty'} -> {migrations.current(db)}")
+        else:
+            print(
+                f"schema: {migrations.current(db) or 'empty'} (this version: {migrations.head()})"
+            )
+    finally:
+        db.dispose()
+    return 0
 
 
 def cmd_check(args: argparse.Namespace, settings: Settings) -> int:
