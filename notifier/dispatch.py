@@ -3,7 +3,9 @@
 Persist, then send: a row is claimed (status ``sending`` with a lease) before the provider is
 called, and finished after. A crash in between leaves the row ``sending``; once its lease runs
 out the next dispatcher claims it again and sends it again. That is the one window in which a
-customer can get a message twice (design.md, "Delivery"), and it is as long as one provider call.
+customer can get a message twice (design.md, "Delivery"): after a crash, at most the sends that
+were in flight, up to ``NOTIFIER_CHANNEL_CONCURRENCY`` per channel (tests/test_crash.py
+measures it: the repeats equal the claimed rows the provider had already accepted).
 
 Each channel drains its own queue with its own bound on parallel sends, so a slow or failing
 provider (SMTP down) does not hold up the others.
