@@ -84,11 +84,15 @@ class Daemon:
         *,
         twilio: TwilioServer | None = None,
         smtp: SmtpServer | None = None,
+        database_url: str | None = None,
         **settings: str,
     ) -> None:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.database = workdir / "notifier.db"  # a second Daemon on workdir shares it
+        # Default: the SQLite file above; or any URL (PostgreSQL: several daemons share it).
+        self.database_url = database_url or f"sqlite:///{self.database}"
+        self._engine: Any = None
         self.log_path = workdir / "daemon.log"
         self.port = 0
         self.url = ""
@@ -103,7 +107,7 @@ class Daemon:
         env = {k: os.environ[k] for k in KEPT if k in os.environ}
         env |= {
             "PYTHONUNBUFFERED": "1",
-            "NOTIFIER_DATABASE_URL": f"sqlite:///{self.database}",
+            "NOTIFIER_DATABASE_URL": self.database_url,
             "NOTIFIER_RULES": str(ROOT / "rules.yaml"),
             "NOTIFIER_TEMPLATES": str(ROOT / "templates"),
             "NOTIFIER_OUTBOX_DIR": str(self.workdir / "outbox"),
@@ -249,9 +253,25 @@ class Daemon:
         return rows
 
     def sql(self, query: str, *params: Any) -> list[tuple[Any, ...]]:
-        """Read the daemon's SQLite file directly (alive or dead): the ground truth."""
+        """Read the daemon's database directly (alive or dead): the ground truth. SQLite
+        queries use ``?`` placeholders; on another database ``?`` becomes a bound parameter."""
+        if not self.database_url.startswith("sqlite"):
+            return self._sql_url(query, params)
         with contextlib.closing(sqlite3.connect(self.database, timeout=10)) as db:
             return list(db.execute(query, params).fetchall())
+
+    def _sql_url(self, query: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        import sqlalchemy
+
+        if self._engine is None:
+            self._engine = sqlalchemy.create_engine(
+                self.database_url, poolclass=sqlalchemy.pool.NullPool
+            )
+        parts = query.split("?")
+        text = parts[0] + "".join(f":p{i}{part}" for i, part in enumerate(parts[1:]))
+        with self._engine.connect() as conn:
+            result = conn.execute(sqlalchemy.text(text), {f"p{i}": v for i, v in enumerate(params)})
+            return [tuple(row) for row in result.fetchall()]
 
     # -- its log --------------------------------------------------------------------------------
 
