@@ -10,10 +10,8 @@ def retry_after_seconds(value: str | None) -> float | None:
     """Seconds to wait: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if unreadable."""
     if not value:
         return None
-    try:
+    if value.strip().replace(".", "", 1).isdigit():
         return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):
