@@ -33,11 +33,12 @@ from notifier.errors import (
     TransientChannelError,
 )
 from notifier.events import ChannelKind, NotificationStatus
+from notifier.group_commit import GroupCommit
 from notifier.languages import language_of
 from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import Retry, RuleSet, Send
 from notifier.segments import count_segments
-from notifier.store.queue import Job, Queue
+from notifier.store.queue import Finish, Job, Queue
 
 log = logging.getLogger("notifier.dispatch")
 
@@ -97,6 +98,8 @@ class Dispatcher:
         self.unsubscribe_url = unsubscribe_url
         self.observe = observe or (lambda channel, outcome, seconds: None)
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
+        # Attempts that end together are recorded in one transaction (group commit).
+        self._finishes = GroupCommit(queue.finish_many)
 
     async def dispatch_due(self, stop: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Send everything due now, every channel in parallel, until nothing due is left
@@ -157,8 +160,8 @@ class Dispatcher:
             log.exception("notification %s: unexpected error from %s", job.id, job.channel)
             return await self._failed_send(job, TransientChannelError(repr(err)), facts)
         self.observe(job.channel, "sent", time.perf_counter() - started)
-        log.info("notification %s sent by %s to %s", job.id, job.channel,
-                 recipients.mask(job.recipient))  # fmt: skip
+        log.debug("notification %s sent by %s to %s", job.id, job.channel,
+                  recipients.mask(job.recipient))  # fmt: skip
         return await self._finish(job, NotificationStatus.SENT, "", "sent",
                                   provider_id=receipt.provider_id, rendered=facts)  # fmt: skip
 
@@ -232,10 +235,10 @@ class Dispatcher:
     async def _finish(self, job: Job, status: NotificationStatus, reason: str, outcome: str, *,
                       provider_id: str | None = None, due_at: datetime | None = None,
                       rendered: Mapping[str, Any] | None = None) -> str:  # fmt: skip
-        await asyncio.to_thread(
-            self.queue.finish, job, now=self.clock(), status=status, reason=reason,
-            outcome=outcome, provider_id=provider_id, due_at=due_at, rendered=rendered,
-        )  # fmt: skip
+        await self._finishes.submit(Finish(
+            job=job, now=self.clock(), status=status, reason=reason, outcome=outcome,
+            provider_id=provider_id, due_at=due_at, rendered=rendered,
+        ))  # fmt: skip
         return status.value
 
 

@@ -65,7 +65,13 @@ class TemplateError(ConfigurationError):
 
 
 class StoreUnavailableError(NotifierError):
-    """The database cannot be written or read right now (locked, full, unreachable)."""
+    """The database cannot be written or read right now (locked, full, unreachable).
+    ``conflict``: the transaction lost a deadlock or serialization race with another one and
+    can simply run again."""
+
+    def __init__(self, message: str, *, conflict: bool = False) -> None:
+        self.conflict = conflict
+        super().__init__(message)
 
 
 class InputError(NotifierError):

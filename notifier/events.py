@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -83,7 +84,7 @@ class ShipmentUpdate:
         """Order identifiers that can stand in for an empty waybill."""
         return tuple(r for r in (self.order_id, self.reference_number) if r)
 
-    @property
+    @cached_property
     def identity(self) -> str:
         """The scan's identity: equal for a duplicate webhook and for the same scan polled.
 

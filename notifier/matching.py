@@ -7,7 +7,7 @@ hold wins (rules.py documents this for the people who edit the file).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from notifier.rules import Condition, Rule
 
@@ -28,11 +28,8 @@ class Facts:
 
 def holds(condition: Condition, facts: Facts) -> bool:
     """True when every condition the rule states holds; an unstated one (None) always holds."""
-    for item in fields(condition):
-        wanted = getattr(condition, item.name)
-        if wanted is None:
-            continue
-        actual = getattr(facts, item.name)
+    for name, wanted in condition.stated:
+        actual = getattr(facts, name)
         matched = actual in wanted if isinstance(wanted, frozenset) else actual == wanted
         if not matched:
             return False

@@ -68,6 +68,15 @@ class Supersede:
     channels: frozenset[ChannelKind] | None  # None: every channel (a final status)
     reason: str
 
+    def covers(self, channel: str, trigger_at: datetime, trigger_stage: int | None) -> bool:
+        """Whether a pending message with these facts is superseded."""
+        return (
+            trigger_at < self.before
+            and trigger_stage is not None
+            and trigger_stage <= self.max_stage
+            and (self.channels is None or ChannelKind(channel) in self.channels)
+        )
+
 
 @dataclass(frozen=True, kw_only=True)
 class Plan:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import phonenumbers
 from phonenumbers import NumberParseException, PhoneNumberType
@@ -32,7 +33,14 @@ class Recipient:
 
 def phone(raw: str | None, *, region: str = "IN") -> Recipient:
     """Normalise ``raw`` (``98…``, ``098…``, ``+91 98…``, ``0091…``) to E.164, mobiles only."""
-    text = (raw or "").strip()
+    return _phone(raw or "", region)
+
+
+# A shipment's phone is looked at on every update it gets, and phonenumbers' parse and checks
+# are the costliest step of planning one; the answer depends on nothing but these two strings.
+@lru_cache(maxsize=65_536)
+def _phone(raw: str, region: str) -> Recipient:
+    text = raw.strip()
     if not text:
         return Recipient(address=None, masked="", reason="no phone")
     try:

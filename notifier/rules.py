@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -103,6 +104,12 @@ class Condition:
     order_type: str | None = None
     delivery_type: str | None = None
     is_rvp: bool | None = None
+
+    @cached_property
+    def stated(self) -> tuple[tuple[str, Any], ...]:
+        """The conditions the rule states, as (fact name, wanted value or set)."""
+        named = ((f.name, getattr(self, f.name)) for f in fields(self))
+        return tuple((name, wanted) for name, wanted in named if wanted is not None)
 
 
 @dataclass(frozen=True, kw_only=True)

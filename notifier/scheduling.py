@@ -43,18 +43,23 @@ class Scheduler:
         self._every("dispatch", self._dispatch, seconds=dispatch_every)
         self._every("reload", self._reload, seconds=reload_every)
         self._every("retention", self._retention, seconds=6 * 3600)
+        self._every("ingest-summary", self._summarise, seconds=60, start=False)
         if notifier.clickpost_sync is not None:
             self._every("clickpost-calls", self._clickpost_calls, seconds=5)
             if notifier.settings.poll_interval > 0:
                 self._every("poll", self._poll, seconds=notifier.settings.poll_interval)
         self.last_dispatch: datetime | None = None
         self.stopping = False
+        self._woken = False
 
-    def _every(self, name: str, job: Callable[[], Awaitable[None]], *, seconds: float) -> None:
+    def _every(
+        self, name: str, job: Callable[[], Awaitable[None]], *, seconds: float, start: bool = True
+    ) -> None:
+        """Run ``job`` every ``seconds``; at once as well unless ``start`` is False."""
         self._scheduler.add_job(
             self._tracked(name, job), "interval", seconds=seconds, id=name, name=name,
             max_instances=1, coalesce=True, misfire_grace_time=None,
-            next_run_time=datetime.now(UTC),
+            **({"next_run_time": datetime.now(UTC)} if start else {}),
         )  # fmt: skip
 
     def _tracked(
@@ -81,10 +86,16 @@ class Scheduler:
         return run
 
     async def _dispatch(self) -> None:
+        self._woken = False
         report = await self.notifier.dispatch_due(stop=lambda: self.stopping)
         self.last_dispatch = datetime.now(UTC)
         if report.total:
             log.info("dispatched: %s", report.counts)
+
+    async def _summarise(self) -> None:
+        summary = self.notifier.summarise_ingest()
+        if summary:
+            log.info("ingest, last minute: %s", summary)
 
     async def _clickpost_calls(self) -> None:
         if self.notifier.clickpost_sync is not None:
@@ -109,11 +120,13 @@ class Scheduler:
     def wake(self) -> None:
         """Run the dispatcher now (new work was just committed) instead of within a second.
 
-        Not while it is running: the running pass claims the new work itself."""
-        if self._inflight_names & {"dispatch"} or self.stopping:
+        Not while it is running: the running pass claims the new work itself; and only once
+        until it runs, however many webhooks ask meanwhile."""
+        if self._inflight_names & {"dispatch"} or self.stopping or self._woken:
             return
         job = self._scheduler.get_job("dispatch")
         if job is not None:
+            self._woken = True
             job.modify(next_run_time=datetime.now(UTC))
 
     @property

@@ -106,7 +106,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         engine = _engine(request)
         _webhook_allowed(settings)
         outcome = await engine.handle_webhook(await _body(request, settings), request.headers)
-        if any(s.status == "scheduled" for s in outcome.notifications):
+        if _due_now(outcome, engine.clock()):
             request.app.state.scheduler.wake()
         return _ingest_view(outcome)
 
@@ -196,6 +196,14 @@ async def _body(request: Request, settings: Settings) -> bytes:
             raise Refused(413, f"body larger than {limit} bytes", "body")
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+def _due_now(outcome: IngestOutcome, now: datetime) -> bool:
+    """Whether the update planned a message to send now (not one deferred by quiet hours)."""
+    return any(
+        s.status == "scheduled" and (s.due_at is None or s.due_at <= now)
+        for s in outcome.notifications
+    )
 
 
 def _webhook_allowed(settings: Settings) -> None:

@@ -22,6 +22,7 @@ from notifier.errors import ConfigurationError, StoreUnavailableError
 from notifier.store import models  # noqa: F401  (registers the tables)
 
 BUSY_TIMEOUT_MS = 10_000
+CONFLICT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
 
 
 class Database:
@@ -94,7 +95,8 @@ def _translated() -> Iterator[None]:
     try:
         yield
     except OperationalError as err:
-        raise StoreUnavailableError(f"database unavailable: {err.orig}") from err
+        conflict = getattr(err.orig, "sqlstate", None) in CONFLICT_SQLSTATES
+        raise StoreUnavailableError(f"database unavailable: {err.orig}", conflict=conflict) from err
 
 
 def _sqlite_pragmas(engine: Engine, begin: str) -> None:

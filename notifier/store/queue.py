@@ -8,12 +8,13 @@ writers, so it needs nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, TypeVar
 
-from sqlalchemy import and_, or_
+from sqlalchemy import Table, and_, bindparam, func, insert, or_
 from sqlalchemy import update as sql_update
 from sqlmodel import Session, col, select
 
@@ -22,6 +23,8 @@ from notifier.store.database import Database
 from notifier.store.models import Attempt, Event, Notification, Shipment, Suppression
 
 _T = TypeVar("_T")
+NOTIFICATION: Table = Notification.__table__  # type: ignore[attr-defined]
+ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
 
 # A receipt only moves a notification forward: Twilio's callbacks arrive out of order.
 RECEIPT_MOVES: dict[str, tuple[str, ...]] = {
@@ -84,42 +87,34 @@ class Queue:
             claimed = list(session.execute(claim).scalars().all())
             return _jobs(session, claimed, claimed_at=now)
 
-    def finish(
-        self,
-        job: Job,
-        *,
-        now: datetime,
-        status: NotificationStatus,
-        reason: str = "",
-        outcome: str,
-        provider_id: str | None = None,
-        due_at: datetime | None = None,
-        rendered: Mapping[str, Any] | None = None,
-    ) -> bool:
+    def finish(self, finish: Finish) -> bool:
         """Record the end of one attempt. False when the row was reclaimed meanwhile."""
-        values: dict[str, Any] = {"status": status, "reason": reason, "lease_until": None}
-        values |= {"updated_at": now, **(rendered or {})}
-        if provider_id:
-            values["provider_id"] = provider_id
-        if status is NotificationStatus.SENT:
-            values["sent_at"] = now
-        if due_at is not None:
-            values["due_at"] = due_at
-        mine = (
-            col(Notification.id) == job.id,
-            col(Notification.status) == NotificationStatus.SENDING,
-            col(Notification.lease_until) == job.lease_until,
-        )
+        return self.finish_many([finish])[0]
+
+    def finish_many(self, finishes: Sequence[Finish]) -> list[bool]:
+        """Record the end of many attempts in one transaction (the dispatcher's group commit):
+        each notification's new status and, unless it never reached a provider, its attempt.
+        A row whose lease another dispatcher took over meanwhile is left alone (False)."""
+        n = NOTIFICATION.c
         with self.db.write() as session:
-            changed = session.execute(
-                sql_update(Notification)
-                .where(*mine)
-                .values(**values)
-                .returning(col(Notification.id))
-            ).scalar_one_or_none()
-            if changed is not None and outcome not in {"expired", "suppressed"}:
-                session.add(_attempt(job, now, outcome, reason, provider_id))
-            return changed is not None
+            conn = session.connection()
+            ids = sorted({f.job.id for f in finishes})
+            leases: dict[int, datetime] = dict(
+                conn.execute(
+                    select(n.id, n.lease_until)
+                    .where(n.id.in_(ids), n.status == NotificationStatus.SENDING.value)
+                    .order_by(n.id)
+                    .with_for_update()
+                ).all()
+            )
+            mine = [f for f in finishes if leases.pop(f.job.id, None) == f.job.lease_until]
+            if mine:
+                conn.execute(_finish_statement(), [f.values() for f in mine])
+                attempts = [f.attempt() for f in mine if f.outcome not in {"expired", "suppressed"}]
+                if attempts:
+                    conn.execute(insert(ATTEMPT), attempts)
+            done = {id(f) for f in mine}
+            return [id(f) in done for f in finishes]
 
     def next_due(self) -> datetime | None:
         with self.db.read() as session:
@@ -175,15 +170,55 @@ class Queue:
             )
 
 
-def _attempt(job: Job, now: datetime, outcome: str, error: str, provider_id: str | None) -> Attempt:
-    return Attempt(
-        notification_id=job.id,
-        number=job.attempts,
-        started_at=job.claimed_at,
-        finished_at=now,
-        outcome=outcome,
-        error=error,
-        provider_id=provider_id,
+@dataclass(frozen=True, kw_only=True)
+class Finish:
+    """How one attempt ended: the notification's new status, and what the log keeps of it."""
+
+    job: Job
+    now: datetime
+    status: NotificationStatus
+    outcome: str  # the attempt's: sent | transient | permanent | expired | suppressed
+    reason: str = ""
+    provider_id: str | None = None
+    due_at: datetime | None = None  # a retry's new due time
+    rendered: Mapping[str, Any] | None = None  # subject, body, html, language, encoding, …
+
+    def values(self) -> dict[str, Any]:
+        """The row's new values; None leaves a column as it was."""
+        rendered = dict.fromkeys(RENDERED_COLUMNS) | dict(self.rendered or {})
+        return rendered | {
+            "nid": self.job.id, "status": self.status.value, "reason": self.reason,
+            "now": self.now, "provider_id": self.provider_id, "due_at": self.due_at,
+            "sent_at": self.now if self.status is NotificationStatus.SENT else None,
+        }  # fmt: skip
+
+    def attempt(self) -> dict[str, Any]:
+        return {
+            "notification_id": self.job.id, "number": self.job.attempts,
+            "started_at": self.job.claimed_at, "finished_at": self.now,
+            "outcome": self.outcome, "error": self.reason, "provider_id": self.provider_id,
+        }  # fmt: skip
+
+
+RENDERED_COLUMNS = ("subject", "body", "html", "language", "encoding", "segments")
+
+
+@cache
+def _finish_statement() -> Any:
+    """One UPDATE for every finish of a batch; a None parameter keeps the column's value."""
+    n = NOTIFICATION.c
+    kept: dict[str, Any] = {name: func.coalesce(bindparam(name), n[name])
+            for name in (*RENDERED_COLUMNS, "provider_id", "due_at", "sent_at")}  # fmt: skip
+    return (
+        sql_update(NOTIFICATION)
+        .where(n.id == bindparam("nid"))
+        .values(
+            status=bindparam("status"),
+            reason=bindparam("reason"),
+            lease_until=None,
+            updated_at=bindparam("now"),
+            **kept,
+        )
     )
 
 

@@ -7,15 +7,15 @@ id``: a row id means "new", nothing means "already there"; never read-then-write
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from sqlalchemy import and_, or_
 from sqlalchemy import update as sql_update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, select
 
+from notifier.errors import StoreUnavailableError
 from notifier.events import (
     PENDING_STATUSES,
     Consumer,
@@ -23,37 +23,16 @@ from notifier.events import (
     Registration,
     ShipmentUpdate,
 )
-from notifier.planning import Plan, PlannedNotification, ShipmentState
+from notifier.planning import ShipmentState
+from notifier.store import ingest
 from notifier.store.clickpost_calls import owe_call
 from notifier.store.database import Database
-from notifier.store.models import Event, Notification, Shipment, Suppression
+from notifier.store.ingest import Decide, IngestOutcome, PlannedSummary, insert_ignoring
+from notifier.store.models import Event, Notification, Shipment
 
-Decide = Callable[[ShipmentState, ShipmentUpdate], Plan]
-_T = TypeVar("_T")
+__all__ = ["IngestOutcome", "PlannedSummary", "RegistrationOutcome", "Store", "insert_ignore"]
 
-
-@dataclass(frozen=True, kw_only=True)
-class PlannedSummary:
-    """One line of an ingest outcome: what happened to one planned send."""
-
-    notification_id: int | None  # None: the dedup key was taken (a duplicate)
-    rule: str
-    channel: str
-    status: str
-    reason: str
-    due_at: datetime | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class IngestOutcome:
-    """What ``handle_webhook`` did with one update, for the caller and the log."""
-
-    event_id: int | None
-    duplicate: bool
-    shipment_id: int | None
-    verdict: str
-    notifications: tuple[PlannedSummary, ...] = ()
-    cancelled: int = 0
+CONFLICT_RETRIES = 3
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -74,28 +53,30 @@ class Store:
         self, update: ShipmentUpdate, decide: Decide, *, now: datetime, rules_version: str
     ) -> IngestOutcome:
         """Store the event and plan its notifications, in one transaction."""
-        with self.db.write() as session:
-            event_id = insert_ignore(session, Event, _event_values(update, now), "idempotency_key")
-            if event_id is None:
-                return IngestOutcome(
-                    event_id=None,
-                    duplicate=True,
-                    shipment_id=None,
-                    verdict="duplicate: this update was already received",
-                )
-            shipment = _find_shipment(session, update)
-            if shipment is None:
-                verdict = "held: shipment not registered yet; evaluated when it is"
-                _set_outcome(session, event_id, verdict)
-                return IngestOutcome(
-                    event_id=event_id, duplicate=False, shipment_id=None, verdict=verdict
-                )
-            assert shipment.id is not None
-            session.execute(
-                sql_update(Event).where(col(Event.id) == event_id).values(shipment_id=shipment.id)
-            )
-            shipment.last_event_at = now
-            return _evaluate(session, shipment, event_id, update, decide, now, rules_version)
+        return self.record_updates([update], decide, now=now, rules_version=rules_version)[0]
+
+    def record_updates(
+        self,
+        updates: Sequence[ShipmentUpdate],
+        decide: Decide,
+        *,
+        now: datetime,
+        rules_version: str,
+    ) -> list[IngestOutcome]:
+        """Store many updates and plan for each, in one transaction (group commit): one
+        outcome per update, each what storing it alone would have given. A transaction that
+        loses a deadlock to another daemon's runs again."""
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                with self.db.write() as session:
+                    return ingest.record_updates(
+                        session.connection(), updates, decide, now=now,
+                        rules_version=rules_version,
+                    )  # fmt: skip
+            except StoreUnavailableError as err:
+                if not err.conflict or attempt == CONFLICT_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def register(
         self,
@@ -113,7 +94,7 @@ class Store:
         transaction: made afterwards, retried until it succeeds.
         """
         with self.db.write() as session:
-            values = _shipment_values(registration, now)
+            values = shipment_row(registration, now)
             shipment_id = insert_ignore(session, Shipment, values, "cp_id", "waybill")
             created = shipment_id is not None
             if not created:
@@ -135,9 +116,10 @@ class Store:
             if adopted:
                 latest = max(adopted, key=lambda e: (e.trigger_at, e.id or 0))
                 assert latest.id is not None
-                evaluation = _evaluate(
-                    session, shipment, latest.id, parse(latest.raw), decide, now, rules_version
-                )
+                evaluation = ingest.evaluate(
+                    session.connection(), state_of(shipment), latest.id, parse(latest.raw),
+                    decide, now=now, rules_version=rules_version,
+                )  # fmt: skip
             return RegistrationOutcome(
                 shipment_id=shipment.id,
                 created=created,
@@ -180,38 +162,13 @@ def insert_ignore(
     """INSERT … ON CONFLICT DO NOTHING RETURNING id: the new id, or None for a duplicate."""
     table = model.__table__
     dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(table)
-        .values(**values)
-        .on_conflict_do_nothing(index_elements=list(conflict))
-        .returning(table.c.id)
-    )
+    stmt = insert_ignoring(table, dialect, *conflict).values(**values).returning(table.c.id)
     result: int | None = session.execute(stmt).scalar_one_or_none()
     return result
 
 
-def _event_values(update: ShipmentUpdate, now: datetime) -> dict[str, Any]:
-    return {
-        "idempotency_key": update.identity,
-        "cp_id": update.cp_id,
-        "waybill": update.waybill,
-        "reference_number": update.reference_number,
-        "order_id": update.order_id,
-        "source": update.source.value,
-        "scan_code": update.scan.code,
-        "scan_at": update.scan.timestamp,
-        "trigger_code": update.latest.code,
-        "trigger_at": update.latest.timestamp,
-        "ndr_code": update.ndr_code,
-        "notification_event_id": update.notification_event_id,
-        "raw": dict(update.raw),
-        "outcome": "",
-        "received_at": now,
-    }
-
-
-def _shipment_values(reg: Registration, now: datetime) -> dict[str, Any]:
+def shipment_row(reg: Registration, now: datetime) -> dict[str, Any]:
+    """The shipment table's row for a registration (new, or its new values when it is known)."""
     consumer = {"name": reg.consumer.name, "phone": reg.consumer.phone, "email": reg.consumer.email}
     return {
         "cp_id": reg.cp_id,
@@ -229,21 +186,6 @@ def _shipment_values(reg: Registration, now: datetime) -> dict[str, Any]:
         "created_at": now,
         "updated_at": now,
     }
-
-
-def _find_shipment(session: Session, update: ShipmentUpdate) -> Shipment | None:
-    """By courier and waybill; an empty waybill by order id / reference number instead."""
-    query = select(Shipment)
-    if update.cp_id != -1:  # -1: returns platform, any courier (clickpost-facts.md)
-        query = query.where(col(Shipment.cp_id) == update.cp_id)
-    if update.waybill:
-        query = query.where(col(Shipment.waybill) == update.waybill)
-    else:
-        refs = list(update.references)
-        query = query.where(
-            or_(col(Shipment.reference_number).in_(refs), col(Shipment.order_id).in_(refs))
-        )
-    return session.exec(query.with_for_update()).first()
 
 
 def _shipment_by_awb(session: Session, cp_id: int, waybill: str) -> Shipment:
@@ -294,138 +236,3 @@ def state_of(shipment: Shipment) -> ShipmentState:
         status_at=shipment.status_at,
         state=shipment.state,
     )
-
-
-def _evaluate(
-    session: Session,
-    shipment: Shipment,
-    event_id: int,
-    update: ShipmentUpdate,
-    decide: Decide,
-    now: datetime,
-    rules_version: str,
-) -> IngestOutcome:
-    plan = decide(state_of(shipment), update)
-    cancelled = _apply_state(session, shipment, plan, now)
-    opted_out = _opted_out(session, plan.notifications)
-    summaries = tuple(
-        _insert_planned(session, shipment, event_id, _unless(opted_out, p), now, rules_version)
-        for p in plan.notifications
-    )
-    verdict = plan.verdict
-    _set_outcome(session, event_id, _describe(verdict, summaries, cancelled))
-    return IngestOutcome(
-        event_id=event_id,
-        duplicate=False,
-        shipment_id=shipment.id,
-        verdict=verdict,
-        notifications=summaries,
-        cancelled=cancelled,
-    )
-
-
-def _apply_state(session: Session, shipment: Shipment, plan: Plan, now: datetime) -> int:
-    if not plan.advance:
-        return 0
-    shipment.stage, shipment.status_code = plan.stage, plan.status_code
-    shipment.status_at, shipment.state, shipment.updated_at = plan.status_at, plan.state, now
-    session.add(shipment)
-    session.flush()
-    if plan.supersede is None:
-        return 0
-    sup = plan.supersede
-    where = [
-        col(Notification.shipment_id) == shipment.id,
-        col(Notification.status).in_(PENDING_STATUSES),
-        col(Notification.trigger_at) < sup.before,
-        col(Notification.trigger_stage) <= sup.max_stage,
-    ]
-    if sup.channels is not None:
-        where.append(col(Notification.channel).in_([c.value for c in sup.channels]))
-    result = session.execute(
-        sql_update(Notification)
-        .where(*where)
-        .values(status=NotificationStatus.CANCELLED, reason=sup.reason, updated_at=now)
-        .returning(col(Notification.id))
-    )
-    return len(result.scalars().all())
-
-
-def _opted_out(
-    session: Session, planned: Sequence[PlannedNotification]
-) -> dict[tuple[str, str], str]:
-    """The suppressions (SMS STOP, unsubscribe) that cover any of these recipients."""
-    addresses = [p.recipient for p in planned if p.recipient]
-    if not addresses:
-        return {}
-    rows = session.exec(select(Suppression).where(col(Suppression.address).in_(addresses))).all()
-    return {(s.channel, s.address): s.reason for s in rows}
-
-
-def _unless(
-    opted_out: dict[tuple[str, str], str], planned: PlannedNotification
-) -> PlannedNotification:
-    reason = opted_out.get((planned.channel.value, planned.recipient or ""))
-    if reason is None or planned.status is not NotificationStatus.SCHEDULED:
-        return planned
-    return replace(planned, status=NotificationStatus.SKIPPED, reason=f"opted out: {reason}")
-
-
-def _insert_planned(
-    session: Session,
-    shipment: Shipment,
-    event_id: int,
-    planned: PlannedNotification,
-    now: datetime,
-    rules_version: str,
-) -> PlannedSummary:
-    values = {
-        "shipment_id": shipment.id,
-        "event_id": event_id,
-        "rule": planned.rule,
-        "channel": planned.channel.value,
-        "dedup_key": planned.dedup_key,
-        "recipient": planned.recipient,
-        "recipient_masked": planned.recipient_masked,
-        "template": planned.template,
-        "rules_version": rules_version,
-        "status": planned.status.value,
-        "reason": planned.reason,
-        "trigger_code": planned.trigger.code,
-        "trigger_stage": planned.trigger_stage,
-        "trigger_at": planned.trigger.timestamp,
-        "due_at": planned.due_at,
-        "expires_at": planned.expires_at,
-        "attempts": 0,
-        "created_at": now,
-        "updated_at": now,
-    }
-    new_id = insert_ignore(session, Notification, values, "dedup_key")
-    if new_id is None:
-        return PlannedSummary(
-            notification_id=None,
-            rule=planned.rule,
-            channel=planned.channel.value,
-            status="duplicate",
-            reason="duplicate: already planned for this shipment event",
-        )
-    return PlannedSummary(
-        notification_id=new_id,
-        rule=planned.rule,
-        channel=planned.channel.value,
-        status=planned.status.value,
-        reason=planned.reason,
-        due_at=planned.due_at,
-    )
-
-
-def _describe(verdict: str, summaries: Sequence[PlannedSummary], cancelled: int) -> str:
-    parts = [verdict]
-    parts += [f"{s.channel} {s.status}" + (f" ({s.reason})" if s.reason else "") for s in summaries]
-    if cancelled:
-        parts.append(f"{cancelled} pending cancelled as superseded")
-    return "; ".join(parts)
-
-
-def _set_outcome(session: Session, event_id: int, outcome: str) -> None:
-    session.execute(sql_update(Event).where(col(Event.id) == event_id).values(outcome=outcome))

@@ -1,0 +1,84 @@
+"""Group commit: many concurrent callers, one transaction, each answered after its commit.
+
+A webhook is answered 200 only once its event and planned notifications are committed. One
+transaction per webhook pays a commit (an fsync on SQLite) and a round of statements each time,
+and on SQLite every writer waits for the one before. Instead, callers queue their item and
+wait; a single flusher takes everything queued, commits it as one batch in a worker thread, and
+wakes each caller with its own result. While a batch commits, the next one gathers, so the batch
+size follows the load: one item when traffic is light (no added latency), hundreds under a burst.
+
+If the batch fails as a whole because the database is unavailable, every caller gets that error
+(the webhook is answered 503 and Clickpost sends it again). If it fails for any other reason,
+each item is retried in a batch of its own, so one bad item cannot take its neighbours down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from notifier.errors import StoreUnavailableError
+
+_I = TypeVar("_I")
+_R = TypeVar("_R")
+
+
+class GroupCommit(Generic[_I, _R]):
+    """Batches calls to ``commit(items) -> results`` (blocking; run in a thread)."""
+
+    def __init__(self, commit: Callable[[Sequence[_I]], list[_R]], *, max_batch: int = 500) -> None:
+        self._commit = commit
+        self._max_batch = max_batch
+        self._queue: list[tuple[_I, asyncio.Future[_R]]] = []
+        self._flusher: asyncio.Task[None] | None = None
+        self.batches = 0  # for tests and metrics: how many transactions served the calls
+
+    async def submit(self, item: _I) -> _R:
+        """Queue ``item``; return its result once the batch holding it has committed."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_R] = loop.create_future()
+        self._queue.append((item, future))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = loop.create_task(self._flush())
+        return await future
+
+    async def drain(self) -> None:
+        """Wait until everything queued so far has been committed (at shutdown)."""
+        while self._flusher is not None and not self._flusher.done():
+            await asyncio.shield(self._flusher)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            await self._run(batch)
+
+    async def _run(self, batch: list[tuple[_I, asyncio.Future[_R]]]) -> None:
+        items = [item for item, _ in batch]
+        try:
+            results = await asyncio.to_thread(self._commit, items)
+        except StoreUnavailableError as err:
+            for _, future in batch:
+                _settle(future, error=err)
+            return
+        except Exception as err:
+            if len(batch) == 1:
+                _settle(batch[0][1], error=err)
+                return
+            for one in batch:  # find the bad item: the others still commit
+                await self._run([one])
+            return
+        self.batches += 1
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result=result)
+
+
+def _settle(
+    future: asyncio.Future[_R], *, result: _R | None = None, error: BaseException | None = None
+) -> None:
+    if future.done():  # the caller went away (a client that hung up); its item still counts
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -1,0 +1,467 @@
+"""Storing a batch of tracking updates and planning their notifications, in one transaction.
+
+Group commit (notifier/group_commit.py) hands this module every update that arrived while the
+previous transaction was committing, so one commit, one fsync and a handful of statements serve
+many webhooks. The result for each update is exactly what storing it alone would give:
+
+- concurrent batches (several daemons on one PostgreSQL database) take their locks in the same
+  order, events by identity and shipments by courier and waybill, so they wait for each other
+  instead of deadlocking; a shipment's updates are planned in the order they arrived;
+- a repeated update (the same identity twice in one batch, or already stored) is a duplicate;
+- updates for the same shipment are planned in *waves*, one update per shipment per wave, each
+  wave seeing what the one before wrote (its new stage, the notifications it planned), so a
+  burst of shipped → delivered in one batch supersedes exactly as if the webhooks came apart.
+
+Statements are SQLAlchemy Core, built once with bound parameters and run with ``executemany``;
+the ORM is not needed on this path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Connection, Table, bindparam, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Insert
+
+from notifier.events import PENDING_STATUSES, Consumer, NotificationStatus, ShipmentUpdate
+from notifier.planning import Plan, PlannedNotification, ShipmentState
+from notifier.store.models import Event, Notification, Shipment, Suppression
+
+Decide = Callable[[ShipmentState, ShipmentUpdate], Plan]
+
+EVENT: Table = Event.__table__  # type: ignore[attr-defined]
+SHIPMENT: Table = Shipment.__table__  # type: ignore[attr-defined]
+NOTIFICATION: Table = Notification.__table__  # type: ignore[attr-defined]
+SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
+
+_STATE_COLUMNS = (
+    "id", "cp_id", "waybill", "account_code", "order_type", "delivery_type", "consumer", "stage",
+    "status_code", "status_at", "state",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, kw_only=True)
+class PlannedSummary:
+    """One line of an ingest outcome: what happened to one planned send."""
+
+    notification_id: int | None  # None: the dedup key was taken (a duplicate)
+    rule: str
+    channel: str
+    status: str
+    reason: str
+    due_at: datetime | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class IngestOutcome:
+    """What ingest did with one update, for the caller and the log."""
+
+    event_id: int | None
+    duplicate: bool
+    shipment_id: int | None
+    verdict: str
+    notifications: tuple[PlannedSummary, ...] = ()
+    cancelled: int = 0
+
+
+DUPLICATE = IngestOutcome(
+    event_id=None,
+    duplicate=True,
+    shipment_id=None,
+    verdict="duplicate: this update was already received",
+)
+HELD = "held: shipment not registered yet; evaluated when it is"
+
+
+@dataclass(kw_only=True)
+class _Item:
+    """One new update on its way through the batch."""
+
+    update: ShipmentUpdate
+    event_id: int
+    shipment: ShipmentState | None = None
+    plan: Plan | None = None
+    cancelled: int = 0
+    summaries: list[PlannedSummary] = field(default_factory=list)
+
+
+def record_updates(
+    conn: Connection,
+    updates: Sequence[ShipmentUpdate],
+    decide: Decide,
+    *,
+    now: datetime,
+    rules_version: str,
+) -> list[IngestOutcome]:
+    """Store every update and plan for it, inside the caller's transaction on ``conn``; one
+    outcome per update, in the order given."""
+    order = sorted(range(len(updates)), key=lambda i: (updates[i].cp_id, updates[i].waybill, i))
+    first_of: dict[str, int] = {}
+    for i in order:
+        first_of.setdefault(updates[i].identity, i)
+    fresh = [i for i in order if first_of[updates[i].identity] == i]
+    event_ids = _insert_events(conn, [updates[i] for i in fresh], now)
+    items = {
+        i: _Item(update=updates[i], event_id=event_ids[updates[i].identity])
+        for i in fresh
+        if updates[i].identity in event_ids
+    }
+    for wave in _waves([items[i] for i in order if i in items]):
+        _find_shipments(conn, wave)
+        _touch_shipments(conn, [x for x in wave if x.shipment is not None], now)
+        plan_and_record(conn, [x for x in wave if x.shipment is not None], decide, now=now,
+                        rules_version=rules_version)  # fmt: skip
+    _finish_events(conn, items.values())
+    return [_outcome(items[i]) if i in items else DUPLICATE for i in range(len(updates))]
+
+
+def evaluate(
+    conn: Connection,
+    shipment: ShipmentState,
+    event_id: int,
+    update: ShipmentUpdate,
+    decide: Decide,
+    *,
+    now: datetime,
+    rules_version: str,
+) -> IngestOutcome:
+    """Plan one stored update of a known shipment (a registration adopting earlier updates)."""
+    item = _Item(update=update, event_id=event_id, shipment=shipment)
+    plan_and_record(conn, [item], decide, now=now, rules_version=rules_version)
+    _finish_events(conn, [item])
+    return _outcome(item)
+
+
+def plan_and_record(
+    conn: Connection, wave: Sequence[_Item], decide: Decide, *, now: datetime, rules_version: str
+) -> None:
+    """Plan each item (one per shipment), move the shipments on, cancel what the new stages
+    supersede, and insert the planned notifications, skipping opted-out recipients."""
+    for item in wave:
+        assert item.shipment is not None
+        item.plan = decide(item.shipment, item.update)
+    advancing = [x for x in wave if x.plan is not None and x.plan.advance]
+    if advancing:
+        conn.execute(_advance_statement(), [_advance_values(x, now) for x in advancing])
+    _supersede(conn, advancing, now)
+    planned = [(x, p) for x in wave if x.plan is not None for p in x.plan.notifications]
+    opted_out = _opted_out(conn, [p.recipient for _, p in planned if p.recipient])
+    rows = [_notification_values(x, _unless(opted_out, p), now, rules_version) for x, p in planned]
+    new_ids = _insert_returning(conn, NOTIFICATION, rows, "dedup_key")
+    for (item, planned_one), row in zip(planned, rows, strict=True):
+        item.summaries.append(_summary(planned_one, row, new_ids.get(row["dedup_key"])))
+
+
+# -- the steps ----------------------------------------------------------------------------------
+
+
+def _insert_events(
+    conn: Connection, updates: Sequence[ShipmentUpdate], now: datetime
+) -> dict[str, int]:
+    """The new events' ids by identity; an identity missing from the result was a duplicate.
+    Rows go in identity order: two batches holding the same updates (one webhook posted to two
+    daemons) then wait for each other in the same order instead of deadlocking."""
+    rows = sorted((_event_values(u, now) for u in updates), key=lambda r: r["idempotency_key"])
+    return _insert_returning(conn, EVENT, rows, "idempotency_key")
+
+
+def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
+    """Split the batch so no wave holds two updates for the same shipment; the order of a
+    shipment's updates is kept. An update without a waybill may match any shipment by its
+    references, so it goes alone."""
+    waves: list[list[_Item]] = []
+    depth: dict[tuple[int, str], int] = {}
+    for item in items:
+        u = item.update
+        if not u.waybill or u.cp_id == -1:
+            waves.append([item])
+            depth = {key: len(waves) for key in depth}  # later updates come after it
+            continue
+        key = (u.cp_id, u.waybill)
+        level = depth.get(key, 0)
+        while len(waves) <= level:
+            waves.append([])
+        waves[level].append(item)
+        depth[key] = level + 1
+    return [w for w in waves if w]
+
+
+def _find_shipments(conn: Connection, wave: Sequence[_Item]) -> None:
+    """Each item's shipment, locked for the rest of the transaction (PostgreSQL), in order."""
+    columns = [SHIPMENT.c[name] for name in _STATE_COLUMNS]
+    by_awb = [x for x in wave if x.update.waybill and x.update.cp_id != -1]
+    found: dict[tuple[int, str], ShipmentState] = {}
+    for cp_id in sorted({x.update.cp_id for x in by_awb}):
+        waybills = sorted({x.update.waybill for x in by_awb if x.update.cp_id == cp_id})
+        query = (
+            select(*columns)
+            .where(SHIPMENT.c.cp_id == cp_id, SHIPMENT.c.waybill.in_(waybills))
+            .order_by(SHIPMENT.c.waybill)
+            .with_for_update()
+        )
+        found |= {(cp_id, r.waybill): _state(r._mapping) for r in conn.execute(query)}
+    for item in by_awb:
+        item.shipment = found.get((item.update.cp_id, item.update.waybill))
+    for item in wave:
+        if not item.update.waybill or item.update.cp_id == -1:
+            item.shipment = _find_by_reference(conn, item.update, columns)
+
+
+def _find_by_reference(
+    conn: Connection, update: ShipmentUpdate, columns: list[Any]
+) -> ShipmentState | None:
+    """By waybill alone (cp_id -1: any courier) or, with no waybill, by order id / reference."""
+    query = select(*columns)
+    if update.cp_id != -1:
+        query = query.where(SHIPMENT.c.cp_id == update.cp_id)
+    if update.waybill:
+        query = query.where(SHIPMENT.c.waybill == update.waybill)
+    else:
+        refs = list(update.references)
+        query = query.where(
+            or_(SHIPMENT.c.reference_number.in_(refs), SHIPMENT.c.order_id.in_(refs))
+        )
+    row = conn.execute(query.order_by(SHIPMENT.c.id).limit(1).with_for_update()).first()
+    return _state(row._mapping) if row is not None else None
+
+
+def _touch_shipments(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
+    """Record that each shipment heard from Clickpost now (polling leaves it alone a while)."""
+    if items:
+        conn.execute(
+            update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(last_event_at=now),
+            [{"sid": x.shipment.id} for x in items if x.shipment is not None],
+        )
+
+
+@cache
+def _advance_statement() -> Any:
+    return (
+        update(SHIPMENT)
+        .where(SHIPMENT.c.id == bindparam("sid"))
+        .values(
+            stage=bindparam("stage"),
+            status_code=bindparam("status_code"),
+            status_at=bindparam("status_at"),
+            state=bindparam("state"),
+            updated_at=bindparam("now"),
+        )
+    )
+
+
+def _advance_values(item: _Item, now: datetime) -> dict[str, Any]:
+    assert item.shipment is not None and item.plan is not None
+    plan = item.plan
+    return {
+        "sid": item.shipment.id, "stage": plan.stage, "status_code": plan.status_code,
+        "status_at": plan.status_at, "state": plan.state, "now": now,
+    }  # fmt: skip
+
+
+def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
+    """Cancel the shipments' pending messages that their new stages make pointless. The
+    pending rows are locked (PostgreSQL), so a dispatcher cannot claim one meanwhile."""
+    superseding = {x.shipment.id: x for x in items if x.shipment and x.plan and x.plan.supersede}
+    if not superseding:
+        return
+    n = NOTIFICATION.c
+    pending = conn.execute(
+        select(n.id, n.shipment_id, n.channel, n.trigger_at, n.trigger_stage)
+        .where(n.shipment_id.in_(superseding), n.status.in_(PENDING_STATUSES))
+        .order_by(n.id)
+        .with_for_update()
+    )
+    cancel = []
+    for row in pending:
+        item = superseding[row.shipment_id]
+        assert item.plan is not None and item.plan.supersede is not None
+        if item.plan.supersede.covers(row.channel, row.trigger_at, row.trigger_stage):
+            item.cancelled += 1
+            cancel.append({"nid": row.id, "why": item.plan.supersede.reason})
+    if cancel:
+        conn.execute(
+            update(NOTIFICATION)
+            .where(n.id == bindparam("nid"))
+            .values(status=NotificationStatus.CANCELLED.value, reason=bindparam("why"),
+                    updated_at=now),
+            cancel,
+        )  # fmt: skip
+
+
+def _opted_out(conn: Connection, addresses: list[str]) -> dict[tuple[str, str], str]:
+    """The suppressions (SMS STOP, unsubscribe) that cover any of these recipients."""
+    if not addresses:
+        return {}
+    s = SUPPRESSION.c
+    rows = conn.execute(select(s.channel, s.address, s.reason).where(s.address.in_(set(addresses))))
+    return {(r.channel, r.address): r.reason for r in rows}
+
+
+def _unless(
+    opted_out: dict[tuple[str, str], str], planned: PlannedNotification
+) -> PlannedNotification:
+    reason = opted_out.get((planned.channel.value, planned.recipient or ""))
+    if reason is None or planned.status is not NotificationStatus.SCHEDULED:
+        return planned
+    return replace(planned, status=NotificationStatus.SKIPPED, reason=f"opted out: {reason}")
+
+
+def _finish_events(conn: Connection, items: Iterable[_Item]) -> None:
+    """Each event's shipment and its outcome in words, as the log shows it."""
+    rows = [
+        {
+            "eid": x.event_id,
+            "shipment_id": x.shipment.id if x.shipment else None,
+            "outcome": _describe(_outcome(x)),
+        }
+        for x in items
+    ]
+    if rows:
+        conn.execute(
+            update(EVENT)
+            .where(EVENT.c.id == bindparam("eid"))
+            .values(shipment_id=bindparam("shipment_id"), outcome=bindparam("outcome")),
+            rows,
+        )
+
+
+# -- rows and results ---------------------------------------------------------------------------
+
+
+def insert_ignoring(table: Table, dialect: str, *conflict: str) -> Insert:
+    """INSERT … ON CONFLICT (conflict) DO NOTHING, for this dialect."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+
+
+def _insert_returning(
+    conn: Connection, table: Table, rows: list[dict[str, Any]], key: str
+) -> dict[Any, int]:
+    """Insert the rows that do not clash on ``key``; the new ids by key."""
+    if not rows:
+        return {}
+    stmt = insert_ignoring(table, conn.dialect.name, key).returning(table.c.id, table.c[key])
+    result = conn.execute(stmt, rows)
+    return {row[1]: row[0] for row in result}
+
+
+def _state(row: Any) -> ShipmentState:
+    consumer = row["consumer"] or {}
+    return ShipmentState(
+        id=row["id"],
+        cp_id=row["cp_id"],
+        waybill=row["waybill"],
+        account_code=row["account_code"],
+        order_type=row["order_type"],
+        delivery_type=row["delivery_type"],
+        consumer=Consumer(
+            name=consumer.get("name", ""),
+            phone=consumer.get("phone", ""),
+            email=consumer.get("email", ""),
+        ),
+        stage=row["stage"],
+        status_code=row["status_code"],
+        status_at=row["status_at"],
+        state=row["state"],
+    )
+
+
+def _event_values(update: ShipmentUpdate, now: datetime) -> dict[str, Any]:
+    return {
+        "idempotency_key": update.identity,
+        "shipment_id": None,
+        "cp_id": update.cp_id,
+        "waybill": update.waybill,
+        "reference_number": update.reference_number,
+        "order_id": update.order_id,
+        "source": update.source.value,
+        "scan_code": update.scan.code,
+        "scan_at": update.scan.timestamp,
+        "trigger_code": update.latest.code,
+        "trigger_at": update.latest.timestamp,
+        "ndr_code": update.ndr_code,
+        "notification_event_id": update.notification_event_id,
+        "raw": dict(update.raw),
+        "outcome": "",
+        "received_at": now,
+    }
+
+
+def _notification_values(
+    item: _Item, planned: PlannedNotification, now: datetime, rules_version: str
+) -> dict[str, Any]:
+    assert item.shipment is not None
+    return {
+        "shipment_id": item.shipment.id,
+        "event_id": item.event_id,
+        "rule": planned.rule,
+        "channel": planned.channel.value,
+        "dedup_key": planned.dedup_key,
+        "recipient": planned.recipient,
+        "recipient_masked": planned.recipient_masked,
+        "template": planned.template,
+        "rules_version": rules_version,
+        "status": planned.status.value,
+        "reason": planned.reason,
+        "trigger_code": planned.trigger.code,
+        "trigger_stage": planned.trigger_stage,
+        "trigger_at": planned.trigger.timestamp,
+        "due_at": planned.due_at,
+        "expires_at": planned.expires_at,
+        "attempts": 0,
+        "created_at": now,
+        "updated_at": now,
+    }
+
+
+def _summary(
+    planned: PlannedNotification, row: dict[str, Any], new_id: int | None
+) -> PlannedSummary:
+    if new_id is None:
+        return PlannedSummary(
+            notification_id=None,
+            rule=planned.rule,
+            channel=row["channel"],
+            status="duplicate",
+            reason="duplicate: already planned for this shipment event",
+        )
+    return PlannedSummary(
+        notification_id=new_id,
+        rule=planned.rule,
+        channel=row["channel"],
+        status=row["status"],
+        reason=row["reason"],
+        due_at=planned.due_at,
+    )
+
+
+def _outcome(item: _Item) -> IngestOutcome:
+    if item.shipment is None:
+        return IngestOutcome(
+            event_id=item.event_id, duplicate=False, shipment_id=None, verdict=HELD
+        )
+    assert item.plan is not None
+    return IngestOutcome(
+        event_id=item.event_id,
+        duplicate=False,
+        shipment_id=item.shipment.id,
+        verdict=item.plan.verdict,
+        notifications=tuple(item.summaries),
+        cancelled=item.cancelled,
+    )
+
+
+def _describe(outcome: IngestOutcome) -> str:
+    parts = [outcome.verdict]
+    parts += [
+        f"{s.channel} {s.status}" + (f" ({s.reason})" if s.reason else "")
+        for s in outcome.notifications
+    ]
+    if outcome.cancelled:
+        parts.append(f"{outcome.cancelled} pending cancelled as superseded")
+    return "; ".join(parts)
