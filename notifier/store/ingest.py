@@ -175,15 +175,16 @@ def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
     shipment's updates is kept. An update without a waybill may match any shipment by its
     references, so it goes alone."""
     waves: list[list[_Item]] = []
-    depth: dict[tuple[int, str], int] = {}
+    depth: dict[tuple[int, str], int] = {}  # the wave after a shipment's latest update
+    floor = 0  # no update goes before a lone one that came earlier
     for item in items:
         u = item.update
         if not u.waybill or u.cp_id == -1:
             waves.append([item])
-            depth = {key: len(waves) for key in depth}  # later updates come after it
+            floor = len(waves)
             continue
         key = (u.cp_id, u.waybill)
-        level = depth.get(key, 0)
+        level = max(depth.get(key, 0), floor)
         while len(waves) <= level:
             waves.append([])
         waves[level].append(item)
