@@ -126,11 +126,19 @@ async def register(url: str, count: int) -> None:
 
 
 def wrk(
-    url: str, *, first: int, step: int, count: int, connections: int, seconds: float
+    url: str,
+    *,
+    first: int,
+    step: int,
+    count: int,
+    connections: int,
+    seconds: float,
+    spread: int = 1,
 ) -> subprocess.Popen[str]:
     command = [
         "wrk", "-t1", f"-c{connections}", f"-d{round(seconds)}s", "--timeout", "10s",
         "-s", str(LUA), url, "--", str(first), str(step), str(count), WEBHOOK_KEY,
+        str(spread),
     ]  # fmt: skip
     return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
@@ -145,7 +153,13 @@ def cpu_seconds(pids: list[int]) -> float:
 
 
 def load(
-    urls: list[str], pids: list[int], *, shipments: int, connections: int, seconds: float
+    urls: list[str],
+    pids: list[int],
+    *,
+    shipments: int,
+    connections: int,
+    seconds: float,
+    spread: int = 1,
 ) -> Load:
     """wrk against every URL at once, ``connections`` split between them; ``pids`` are the
     servers whose CPU time is measured."""
@@ -153,7 +167,8 @@ def load(
     step = len(urls)
     shares = [connections // step + (1 if i < connections % step else 0) for i in range(step)]
     procs = [
-        wrk(url, first=i, step=step, count=shipments // step, connections=c, seconds=seconds)
+        wrk(url, first=i, step=step, count=shipments // step, connections=c, seconds=seconds,
+            spread=spread)
         for i, (url, c) in enumerate(zip(urls, shares, strict=True))
     ]
     results = []

@@ -1,0 +1,172 @@
+"""Does ingest slow down as the database grows? One daemon on SQLite, small and then large.
+
+    .venv/bin/python benchmarks/growth.py [--small 10000] [--large 1000000]
+                                          [--events-per-shipment 3] [--duration 10]
+
+Two databases, measured in the same run with the same load (wrk, 32 connections,
+benchmarks/webhook.lua, waybills in a scattered order so the indexes are not walked in
+sequence):
+
+- ``--small`` registered shipments and nothing else;
+- ``--large`` registered shipments, each with ``--events-per-shipment`` older events and as
+  many sent notifications already stored (bulk-loaded: rows as ingest writes them), so the
+  unique indexes ingest checks (event identity, notification dedup key) and the tables it
+  reads (shipments, pending notifications) are full size.
+
+Each is served by one ``notifier serve``; its resident memory (RSS) is sampled every half
+second from start to stop. Printed: webhooks/s on each and their ratio, the database's bytes
+per shipment, and the daemon's peak RSS.
+
+Not a test: it prints figures, and fails only when a request was refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy
+from common import bulk_register
+from http_ingest import Load, daemons, load, warm_up
+
+from notifier.store.models import Event, Notification
+
+SPREAD = 7919  # a prime: waybills in a scattered order
+
+
+@contextmanager
+def peak_rss(pids: list[int]) -> Iterator[list[int]]:
+    """Sample the processes' resident memory every half second; the peak (bytes) in [0]."""
+    peak = [0]
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            total = 0
+            for pid in pids:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1]) * 1024
+            peak[0] = max(peak[0], total)
+            done.wait(0.5)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        done.set()
+        thread.join()
+
+
+def history(url: str, shipments: int, per_shipment: int, *, chunk: int = 50_000) -> float:
+    """Each shipment's older events and sent notifications, as ingest and dispatch leave
+    them; seconds taken."""
+    began = time.perf_counter()
+    engine = sqlalchemy.create_engine(url)
+    events, notes = Event.__table__, Notification.__table__  # type: ignore[attr-defined]
+    old = datetime(2026, 11, 1, tzinfo=UTC)
+    with engine.begin() as conn:
+        ids = dict(conn.execute(sqlalchemy.text("SELECT waybill, id FROM shipment")).all())
+        for first in range(0, shipments, chunk):
+            waybills = [f"BENCH{i:07d}" for i in range(first, min(first + chunk, shipments))]
+            ev_rows, note_rows = [], []
+            for waybill in waybills:
+                for k in range(per_shipment):
+                    at = old + timedelta(hours=k)
+                    ev_rows.append(_event(ids[waybill], waybill, k, at))
+            result = conn.execute(
+                sqlalchemy.insert(events).returning(events.c.id, events.c.shipment_id,
+                                                    sort_by_parameter_order=True),
+                ev_rows,
+            )  # fmt: skip
+            for k, (event_id, shipment_id) in enumerate(result.all()):
+                note_rows.append(_sent(shipment_id, event_id, k % per_shipment, old))
+            conn.execute(sqlalchemy.insert(notes), note_rows)
+    engine.dispose()
+    return time.perf_counter() - began
+
+
+def _event(shipment_id: int, waybill: str, k: int, at: datetime) -> dict[str, Any]:
+    code = (1, 2, 3, 7, 10)[k % 5]  # placed, pickup pending, picked up … : before the load's
+    scan = {"clickpost_status_code": code, "timestamp": at.isoformat(), "status": "scan",
+            "location": "Bengaluru Hub", "remark": ""}  # fmt: skip
+    return {
+        "idempotency_key": f"history-{waybill}-{k}", "shipment_id": shipment_id, "cp_id": 4,
+        "waybill": waybill, "reference_number": None, "order_id": None, "source": "webhook",
+        "scan_code": code, "scan_at": at, "trigger_code": code, "trigger_at": at,
+        "ndr_code": None, "notification_event_id": None,
+        "raw": {"waybill": waybill, "cp_id": 4, **scan, "additional": {"latest_status": scan}},
+        "outcome": "history", "received_at": at,
+    }  # fmt: skip
+
+
+def _sent(shipment_id: int, event_id: int, k: int, at: datetime) -> dict[str, Any]:
+    return {
+        "shipment_id": shipment_id, "event_id": event_id, "rule": f"history{k}",
+        "channel": "sms", "dedup_key": f"{shipment_id}:history{k}:sms:once",
+        "recipient": "+919800000000", "recipient_masked": "+91******0000",
+        "template": "shipped", "rules_version": "history", "status": "sent", "reason": "",
+        "body": "Hi, your order is on its way: https://track.acme.example/BENCH",
+        "encoding": "GSM-7",
+        "segments": 1, "trigger_code": 4, "trigger_stage": 20, "trigger_at": at, "due_at": at,
+        "attempts": 1, "provider_id": f"SM{event_id:032d}", "created_at": at, "updated_at": at,
+        "sent_at": at,
+    }  # fmt: skip
+
+
+def measure(workdir: Path, url: str, shipments: int, seconds: float) -> tuple[Load, int]:
+    with daemons(workdir, url, 1) as (urls, pids), peak_rss(pids) as peak:
+        warm_up(urls, shipments)  # on unregistered waybills: held updates
+        result = load(urls, pids, shipments=shipments, connections=32, seconds=seconds,
+                      spread=SPREAD)  # fmt: skip
+    return result, peak[0]
+
+
+def database_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--small", type=int, default=10_000)
+    parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--events-per-shipment", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="notifier-growth-"))
+    try:
+        figures = {}
+        sizes = (("small", args.small, 0), ("large", args.large, args.events_per_shipment))
+        for label, count, per in sizes:
+            path = workdir / f"{label}.db"
+            url = f"sqlite:///{path}"
+            took = bulk_register(url, count)
+            if per:
+                took += history(url, count, per)
+            size = database_bytes(path)
+            print(f"{label}: {count} shipments, {count * per} older events and notifications, "
+                  f"loaded in {took:.0f} s; {size / count:.0f} bytes per shipment")  # fmt: skip
+            result, rss = measure(workdir / label, url, count, args.duration)
+            figures[label] = result
+            print(f"  {result.rate:8.0f} webhooks/s  p50 {result.p50_ms:.1f} ms  p99 "
+                  f"{result.p99_ms:.1f} ms  daemon peak RSS {rss / 2**20:.0f} MB  "
+                  f"refused {result.refused}", flush=True)  # fmt: skip
+            if result.refused:
+                raise SystemExit(f"{label}: {result.refused} requests refused")
+        ratio = figures["large"].rate / figures["small"].rate
+        print(f"large / small: {ratio:.2f} (target: at least 0.80)")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
