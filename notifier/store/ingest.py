@@ -271,12 +271,15 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     if not superseding:
         return
     n = NOTIFICATION.c
-    pending = conn.execute(
-        select(n.id, n.shipment_id, n.channel, n.trigger_at, n.trigger_stage)
-        .where(n.shipment_id.in_(superseding), n.status.in_(PENDING_STATUSES))
+    # By shipment alone, the status checked here: with the status in the query, SQLite picks
+    # the due-queue index and reads every pending row of every shipment (a whole sale day's).
+    rows = conn.execute(
+        select(n.id, n.shipment_id, n.status, n.channel, n.trigger_at, n.trigger_stage)
+        .where(n.shipment_id.in_(superseding))
         .order_by(n.id)
         .with_for_update()
     )
+    pending = [r for r in rows if r.status in PENDING_STATUSES]
     cancel = []
     for row in pending:
         item = superseding[row.shipment_id]
