@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-postgres lint clean
+.PHONY: run demo test test-postgres lint clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,14 +18,21 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/notifier demo
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest -q
 	$(MAKE) --no-print-directory lint
 
 # The suite again on PostgreSQL: NOTIFIER_TEST_DATABASE_URL names a server database; each test
 # gets a schema of its own there. .ci/run creates a throwaway database for it.
-test-postgres: $(STAMP)
+test-postgres: $(STAMP) chromium
 	$(BIN)/pytest -q
+
+# The console's browser test drives Debian's Chromium (tests/test_console_browser.py, which
+# fails without it): installed here when missing, with sudo unless already root.
+chromium:
+	@test -x /usr/bin/chromium || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get install -y chromium || { $$sudo apt-get update && $$sudo apt-get install -y chromium; }; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check notifier tests

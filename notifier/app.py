@@ -25,7 +25,7 @@ from notifier.channels import Channel, build_channels, twilio
 from notifier.clickpost.client import ClickpostClient
 from notifier.clickpost.integration import ClickpostSync
 from notifier.clickpost.models import parse_registration, parse_unregistration, parse_webhook
-from notifier.dispatch import Dispatcher, DispatchReport
+from notifier.dispatch import Backoff, Dispatcher, DispatchReport
 from notifier.errors import (
     AuthenticationError,
     ConfigurationError,
@@ -36,6 +36,7 @@ from notifier.errors import (
 from notifier.events import ChannelKind, ShipmentUpdate
 from notifier.group_commit import GroupCommit
 from notifier.metrics import Metrics
+from notifier.optout import UnsubscribeLinks
 from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
 from notifier.rendering import Renderer
 from notifier.rules import QuietHours, RuleSet, load_rules
@@ -44,6 +45,7 @@ from notifier.store import migrations
 from notifier.store.clickpost_calls import ClickpostCalls
 from notifier.store.database import Database
 from notifier.store.log import DeliveryLog
+from notifier.store.privacy import Customer, Forgotten, forget
 from notifier.store.queue import Queue
 from notifier.store.repository import IngestOutcome, RegistrationOutcome, Store
 from notifier.store.retention import Purged, purge
@@ -83,6 +85,10 @@ class Notifier:
         self.queue = Queue(self.db)
         self.log = DeliveryLog(self.db)
         self.channels = dict(channels) if channels is not None else build_channels(self.settings)
+        secret = self.settings.secret_key
+        self.unsubscribe_links = UnsubscribeLinks.from_settings(
+            secret.get_secret_value() if secret else None, self.settings.public_url
+        )
         self.dispatcher = Dispatcher(
             self.queue,
             self.channels,
@@ -90,9 +96,11 @@ class Notifier:
             clock=clock,
             batch=self.settings.dispatch_batch,
             lease=timedelta(seconds=self.settings.send_lease_seconds),
+            backoff=Backoff(base=timedelta(seconds=self.settings.retry_backoff)),
             concurrency=self.settings.channel_concurrency,
             email_domain=_email_domain(self.settings.email_from),
             unsubscribe_url=self.settings.unsubscribe_url,
+            unsubscribe_links=self.unsubscribe_links,
             observe=self._observe_send,
         )
         self.metrics.watch(self)
@@ -293,6 +301,16 @@ class Notifier:
         """Retention: clear raw bodies and personal data older than ``days``; counts stay."""
         before = self.clock() - timedelta(days=days)
         return await asyncio.to_thread(purge, self.db, before=before)
+
+    async def forget(self, *, phone: str | None = None, email: str | None = None) -> Forgotten:
+        """Erase one customer's personal data everywhere (``notifier forget``); their waiting
+        messages are cancelled. See :mod:`notifier.store.privacy` for what goes and stays."""
+        customer = Customer(phone=phone, email=email)
+        if not (customer.phone_key or customer.email_key):
+            raise InputError("give a phone number or an email address", field="phone")
+        forgotten = await asyncio.to_thread(forget, self.db, customer, now=self.clock())
+        log.info("forgot a customer on request: %s", forgotten)
+        return forgotten
 
 
 # Twilio error codes seen in status callbacks (implementation-notes.md), in words for the log.

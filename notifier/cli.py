@@ -28,6 +28,7 @@ from notifier.replay import replay
 from notifier.rules import load_rules, rules_json_schema
 from notifier.settings import Settings
 from notifier.store.log import ReplaySource
+from notifier.store.privacy import Forgotten
 
 Command = Callable[[argparse.Namespace, Settings], int]
 
@@ -37,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = _settings(args)
+        _logging(args, settings)
         code: int = args.run(args, settings)
         return code
     except RulesError as err:
@@ -65,6 +67,19 @@ def _settings(args: argparse.Namespace) -> Settings:
     return Settings(**{k: v for k, v in flags.items() if v is not None})
 
 
+def _logging(args: argparse.Namespace, settings: Settings) -> None:
+    """Every command logs through the masking handler (``serve`` sets up its own): warnings by
+    default, everything with ``--debug``; never a phone, an email or a secret setting."""
+    from notifier.logs import configure_logging, secret_values
+
+    if args.command == "serve":
+        if args.debug:
+            args.log_level = "DEBUG"
+        return
+    level = "DEBUG" if args.debug else "WARNING"
+    configure_logging(json=False, level=level, secrets=secret_values(settings))
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="notifier",
@@ -76,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--rules", type=Path, metavar="FILE", help="NOTIFIER_RULES")
     common.add_argument("--templates", type=Path, metavar="DIR", help="NOTIFIER_TEMPLATES")
     common.add_argument("--outbox", type=Path, metavar="DIR", help="NOTIFIER_OUTBOX_DIR")
+    common.add_argument(
+        "--debug", action="store_true", help="log everything (personal data and secrets masked)"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, run: Command, help_: str) -> argparse.ArgumentParser:
@@ -159,6 +177,9 @@ def _parser() -> argparse.ArgumentParser:
         help="only updates received since (YYYY-MM-DD or an ISO time, UTC)",
     )
     add("dispatch", cmd_dispatch, "Send what is due now, once, and exit.")
+    p = add("forget", cmd_forget, "Erase one customer's personal data everywhere, on request.")
+    p.add_argument("--phone", help="the customer's phone number, in any usual form")
+    p.add_argument("--email", help="the customer's email address")
     add("schema", cmd_schema, "Print the JSON Schema of rules.yaml.")
     p = add("demo", cmd_demo, "Feed the sample webhooks through the engine and show the outbox.")
     p.add_argument("--quiet-hours", default="off", help="default off, so the demo sends now")
@@ -347,6 +368,24 @@ def cmd_dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
     counts = asyncio.run(run())
     print(", ".join(f"{v} {k}" for k, v in sorted(counts.items())) or "nothing due")
+    return 0
+
+
+def cmd_forget(args: argparse.Namespace, settings: Settings) -> int:
+    """Erase what notifier holds about one customer and say what went (counts, no data)."""
+    if not (args.phone or args.email):
+        raise InputError("give --phone, --email or both", field="--phone")
+
+    async def run() -> Forgotten:
+        async with Notifier(settings) as n:
+            return await n.forget(phone=args.phone, email=args.email)
+
+    forgotten = asyncio.run(run())
+    print("erased:")
+    for line in forgotten.lines():
+        print(f"  {line}")
+    if forgotten.suppressions_kept:
+        print("  (opt-outs are kept so that this customer is not messaged again)")
     return 0
 
 

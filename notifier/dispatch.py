@@ -9,6 +9,10 @@ measures it: the repeats equal the claimed rows the provider had already accepte
 
 Each channel drains its own queue with its own bound on parallel sends, so a slow or failing
 provider (SMTP down) does not hold up the others.
+
+When the database cannot record an attempt's outcome (locked, full), the dispatcher keeps the
+outcome in memory and tries again until it can, instead of leaving the row ``sending`` for its
+lease to run out and the message to go out again (tests/test_faults.py, docs/operations.md).
 """
 
 from __future__ import annotations
@@ -29,18 +33,24 @@ from notifier.errors import (
     ChannelError,
     OptedOutError,
     PermanentChannelError,
+    StoreUnavailableError,
     TemplateError,
     TransientChannelError,
 )
 from notifier.events import ChannelKind, NotificationStatus
 from notifier.group_commit import GroupCommit
 from notifier.languages import language_of
+from notifier.optout import UnsubscribeLinks
 from notifier.rendering import Rendered, Renderer, build_context
 from notifier.rules import Retry, RuleSet, Send
 from notifier.segments import count_segments
 from notifier.store.queue import Finish, Job, Queue
 
 log = logging.getLogger("notifier.dispatch")
+
+# Recording an attempt's outcome while the database is locked or full: first pause, longest.
+FINISH_RETRY_FIRST = 0.5
+FINISH_RETRY_CAP = 5.0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -85,6 +95,7 @@ class Dispatcher:
         concurrency: int = 16,
         email_domain: str = "notifier.local",
         unsubscribe_url: str | None = None,
+        unsubscribe_links: UnsubscribeLinks | None = None,
         observe: Callable[[str, str, float], None] | None = None,
     ) -> None:
         self.queue = queue
@@ -96,6 +107,7 @@ class Dispatcher:
         self.lease = lease
         self.email_domain = email_domain
         self.unsubscribe_url = unsubscribe_url
+        self.unsubscribe_links = unsubscribe_links
         self.observe = observe or (lambda channel, outcome, seconds: None)
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
         # Attempts that end together are recorded in one transaction (group commit).
@@ -139,7 +151,8 @@ class Dispatcher:
 
     async def _send_one(self, job: Job) -> str:
         if job.suppressed:
-            reason = "opted out: no more messages to this recipient on this channel"
+            why = job.suppressed_because or "no more messages to this recipient on this channel"
+            reason = f"opted out: {why}"
             return await self._finish(job, NotificationStatus.SKIPPED, reason, "suppressed")
         if job.expires_at is not None and self.clock() > job.expires_at:
             reason = f"expired: too old to matter after {job.expires_at:%Y-%m-%d %H:%M}Z"
@@ -149,6 +162,10 @@ class Dispatcher:
         except TemplateError as err:
             return await self._finish(job, NotificationStatus.FAILED, f"template: {err}",
                                       "permanent")  # fmt: skip
+        except Exception as err:  # stored data or a bug: fail this one, the batch goes on
+            log.exception("notification %s: cannot prepare the message", job.id)
+            reason = f"cannot prepare the message: {err}"
+            return await self._finish(job, NotificationStatus.FAILED, reason, "permanent")
         facts = _facts(job, rendered)
         started = time.perf_counter()
         try:
@@ -191,9 +208,15 @@ class Dispatcher:
         return message, rendered
 
     def _unsubscribe(self, job: Job) -> str | None:
-        if not self.unsubscribe_url or job.channel != ChannelKind.EMAIL:
+        """The List-Unsubscribe link: the merchant's own page (``NOTIFIER_UNSUBSCRIBE_URL``)
+        when set, else a signed one-click link (``NOTIFIER_SECRET_KEY``), else none."""
+        if job.channel != ChannelKind.EMAIL:
             return None
-        return self.unsubscribe_url.format(notification_id=job.id)
+        if self.unsubscribe_url:
+            return self.unsubscribe_url.format(notification_id=job.id)
+        if self.unsubscribe_links is not None:
+            return self.unsubscribe_links.url(job.id, job.channel, job.recipient)
+        return None
 
     async def _failed_send(self, job: Job, err: ChannelError, facts: Mapping[str, Any]) -> str:
         text = _error_text(err)
@@ -235,11 +258,23 @@ class Dispatcher:
     async def _finish(self, job: Job, status: NotificationStatus, reason: str, outcome: str, *,
                       provider_id: str | None = None, due_at: datetime | None = None,
                       rendered: Mapping[str, Any] | None = None) -> str:  # fmt: skip
-        await self._finishes.submit(Finish(
+        finish = Finish(
             job=job, now=self.clock(), status=status, reason=reason, outcome=outcome,
             provider_id=provider_id, due_at=due_at, rendered=rendered,
-        ))  # fmt: skip
-        return status.value
+        )  # fmt: skip
+        pause = FINISH_RETRY_FIRST
+        while True:
+            try:
+                await self._finishes.submit(finish)
+                return status.value
+            except StoreUnavailableError as err:
+                # The outcome (maybe "the provider took it") exists only in memory now: keep
+                # it and try again, rather than leave the row ``sending`` for its lease to run
+                # out and the message to go out a second time.
+                log.warning("notification %s: %s, but cannot record it (%s); retrying in "
+                            "%.1fs", job.id, status.value, err, pause)  # fmt: skip
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, FINISH_RETRY_CAP)
 
 
 def _send_of(rules: RuleSet, job: Job) -> Send | None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -37,6 +37,7 @@ from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from notifier import sandbox
 from notifier.clickpost import codes
 from notifier.errors import ConfigurationError, Problem, TemplateError
 from notifier.events import Brand, ChannelKind, Consumer, Registration, Scan, ShipmentUpdate
@@ -71,11 +72,32 @@ class _Sandbox(ImmutableSandboxedEnvironment):
     10 GB before any output cap could look at it.
     """
 
-    intercepted_binops = frozenset({"*", "**"})
+    intercepted_binops = frozenset({"*", "**", "%"})
     max_output_chars: int = 100_000
 
+    def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
+        """Every call a template makes; str methods are checked for oversized results first
+        (``'x'.center(10**9)``, ``'{:999999999}'.format(1)``): see :mod:`notifier.sandbox`."""
+        subject = getattr(__obj, "__self__", None)
+        if isinstance(subject, str):
+            name = getattr(__obj, "__name__", "")
+            args = tuple(sandbox.materialized(name, args))
+            sandbox.check_call(name, subject, args, kwargs, __self.max_output_chars)
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        """``str.format`` as the sandbox runs it, refusing huge widths first (``'{:999999999}'``;
+        Jinja wraps the method, so :meth:`call` never sees the string)."""
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:
+            sandbox.check_format(str(value.__self__), self.max_output_chars)
+        return wrapped
+
     def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
-        if operator == "*":
+        if operator == "%":
+            if isinstance(left, str):
+                sandbox.check_format(left, self.max_output_chars)
+        elif operator == "*":
             self._check_repeat(left, right)
             self._check_repeat(right, left)
         elif _is_int(left) and _is_int(right) and left.bit_length() * abs(right) > _MAX_POWER_BITS:
@@ -95,9 +117,16 @@ def _is_int(value: Any) -> TypeGuard[int]:
 class Renderer:
     """Loads, checks and renders the templates folder. Templates reload when edited."""
 
-    def __init__(self, templates_dir: Path, *, max_output_chars: int = 100_000) -> None:
+    def __init__(
+        self,
+        templates_dir: Path,
+        *,
+        max_output_chars: int = 100_000,
+        max_render_seconds: float = sandbox.DEFAULT_RENDER_SECONDS,
+    ) -> None:
         self.templates_dir = Path(templates_dir)
         self.max_output_chars = max_output_chars
+        self.max_render_seconds = max_render_seconds
         self._text_env = self._environment(autoescape=False)
         self._html_env = self._environment(autoescape=True)
 
@@ -113,6 +142,9 @@ class Renderer:
         )
         env.max_output_chars = self.max_output_chars
         env.filters.update(FILTERS)
+        for name in sandbox.AMPLIFYING_FILTERS:
+            env.filters[name] = sandbox.guard_filter(name, env.filters[name], self.max_output_chars)
+        env.globals["lipsum"] = sandbox.capped_lipsum(env.globals["lipsum"])
         return env
 
     def _env_for(self, path: str) -> _Sandbox:
@@ -197,9 +229,9 @@ class Renderer:
         values: dict[str, str] = {}
         for key, source in expressions:
             try:
-                value = self._text_env.compile_expression(source, undefined_to_none=False)(
-                    **context
-                )
+                expression = self._text_env.compile_expression(source, undefined_to_none=False)
+                with sandbox.deadline(self.max_render_seconds):
+                    value = expression(**context)
             except Exception as err:  # staff-written expression: any failure is theirs
                 message = f"content variable {key} ({source}): {_describe(err)}"
                 raise TemplateError(message, template=where) from err
@@ -209,7 +241,8 @@ class Renderer:
     def _render_file(self, path: str, context: Mapping[str, Any]) -> str:
         try:
             template = self._env_for(path).get_template(path)
-            return self._capped(path, template.generate(dict(context)))
+            with sandbox.deadline(self.max_render_seconds):
+                return self._capped(path, template.generate(dict(context)))
         except TemplateError:
             raise
         except jinja2.TemplateSyntaxError as err:
@@ -292,6 +325,8 @@ def _describe(err: Exception) -> str:
     """A message for staff: the undefined variable, the refused operation, or the error."""
     if isinstance(err, jinja2.UndefinedError):
         return f"undefined variable: {err.message}"
+    if isinstance(err, sandbox.RenderTimeout):
+        return f"stopped: {err.message}"
     if isinstance(err, SecurityError):
         return f"not allowed in templates: {err.message}"
     if isinstance(err, jinja2.TemplateNotFound):

@@ -8,6 +8,7 @@ field, an unavailable database a 503 that Clickpost retries.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
 import ipaddress
@@ -15,23 +16,30 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import parse_qsl
 
 import uvicorn
-from fastapi import FastAPI, Query, Request
+from fastapi import FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from notifier import __version__
+from notifier import __version__, optout, recipients
 from notifier.app import Notifier
+from notifier.clickpost.models import body_schemas, parse_json_object
+from notifier.console import console_router
 from notifier.errors import AuthenticationError, InputError, StoreUnavailableError
+from notifier.events import ChannelKind
 from notifier.scheduling import Scheduler
 from notifier.settings import Settings
 from notifier.store.repository import IngestOutcome
 
 LOOPBACK_NAMES = {"localhost", "testclient"}
+log = logging.getLogger("notifier")
+Int32 = Annotated[int, Path(ge=-(2**31), le=2**31 - 1)]  # cp_id: a 32-bit column
 
 
 class Refused(Exception):
@@ -68,8 +76,11 @@ def create_app(
 
     app = FastAPI(title="notifier", version=__version__, lifespan=lifespan)
     app.state.settings = settings
+    _document_bodies(app)
     _errors(app)
     _routes(app, settings)
+    _optout_routes(app, settings)
+    app.include_router(console_router(settings))
     return app
 
 
@@ -87,12 +98,27 @@ def _errors(app: FastAPI) -> None:
         return error(401, str(err), err.field)
 
     @app.exception_handler(InputError)
-    async def bad_input(_: Request, err: InputError) -> JSONResponse:
-        return error(400 if err.field in {"", "body"} else 422, str(err), err.field)
+    async def bad_input(request: Request, err: InputError) -> JSONResponse:
+        message, kind = str(err), request.headers.get("content-type", "")
+        if err.field in {"", "body"} and kind and "json" not in kind:
+            message += f" (sent as {kind.split(';')[0]}; the body must be JSON)"
+        return error(400 if err.field in {"", "body"} else 422, message, err.field)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        return error(err.status_code, str(err.detail), **(err.headers or {}))
 
     @app.exception_handler(StoreUnavailableError)
-    async def unavailable(_: Request, err: StoreUnavailableError) -> JSONResponse:
+    async def unavailable(request: Request, err: StoreUnavailableError) -> JSONResponse:
+        route = getattr(request.scope.get("route"), "path", "?")  # the template: no tokens
+        log.warning("%s %s answered 503, to be retried: %s", request.method, route, err)
         return error(503, "temporarily unavailable, retry later", **{"Retry-After": "5"})
+
+    @app.exception_handler(Exception)
+    async def crashed(_: Request, err: Exception) -> JSONResponse:
+        # A bug, not bad input: logged with its traceback, answered as JSON all the same.
+        logging.getLogger("notifier").error("unhandled error: %r", err, exc_info=err)
+        return error(500, "internal error")
 
     @app.exception_handler(RequestValidationError)
     async def bad_query(_: Request, err: RequestValidationError) -> JSONResponse:
@@ -101,8 +127,34 @@ def _errors(app: FastAPI) -> None:
         return error(422, f"{field}: {first['msg']}", field)
 
 
+_SCHEMAS = body_schemas()
+
+
+def _json_body(name: str) -> dict[str, Any]:
+    """``openapi_extra`` for a route that reads its raw body: the body's schema, for the docs
+    and for property-based tests (schemathesis) that generate bodies from it."""
+    return _schema_body(_SCHEMAS[name])
+
+
+def _schema_body(schema: dict[str, Any]) -> dict[str, Any]:
+    content = {"application/json": {"schema": schema}}
+    return {"requestBody": {"required": True, "content": content}}
+
+
+def _document_bodies(app: FastAPI) -> None:
+    """Add the bodies' shared definitions to the OpenAPI document's components."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        document = build()  # FastAPI caches it; the update below is idempotent
+        document.setdefault("components", {}).setdefault("schemas", {}).update(_SCHEMAS["$defs"])
+        return document
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def _routes(app: FastAPI, settings: Settings) -> None:
-    @app.post("/webhooks/clickpost")
+    @app.post("/webhooks/clickpost", openapi_extra=_json_body("webhook"))
     async def clickpost_webhook(request: Request) -> Response:
         engine = _engine(request)
         _webhook_allowed(settings)
@@ -113,7 +165,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         body = json.dumps(_ingest_view(outcome), default=datetime.isoformat)
         return Response(body, media_type="application/json")
 
-    @app.post("/shipments")
+    @app.post("/shipments", openapi_extra=_json_body("registration"))
     async def register(request: Request) -> JSONResponse:
         _api_allowed(request, settings)
         result = await _engine(request).register_shipment(await _body(request, settings))
@@ -124,7 +176,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
             request.app.state.scheduler.wake()
         return JSONResponse(jsonable_encoder(body), status_code=201 if result.created else 200)
 
-    @app.post("/shipments/unregister")
+    @app.post("/shipments/unregister", openapi_extra=_json_body("unregistration"))
     async def unregister(request: Request) -> dict[str, Any]:
         _api_allowed(request, settings)
         if not await _engine(request).unregister_shipment(await _body(request, settings)):
@@ -132,7 +184,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         return {"unregistered": True}
 
     @app.get("/shipments/{cp_id}/{waybill}")
-    async def shipment(request: Request, cp_id: int, waybill: str) -> dict[str, Any]:
+    async def shipment(request: Request, cp_id: Int32, waybill: str) -> dict[str, Any]:
         _api_allowed(request, settings)
         detail = await _engine(request).shipment(cp_id, waybill)
         if detail is None:
@@ -150,13 +202,12 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     ) -> list[dict[str, Any]]:
         _api_allowed(request, settings)
         return await _engine(request).notifications(
-            waybill=waybill, status=status, channel=channel, since=since, limit=limit
+            waybill=waybill, status=status, channel=channel, since=_utc(since), limit=limit
         )
 
     @app.post("/callbacks/twilio/status")
     async def twilio_status(request: Request) -> Response:
-        form = await request.form()
-        params = {k: str(v) for k, v in form.items()}
+        params = _form(await _body(request, settings))
         signature = request.headers.get("x-twilio-signature", "")
         await _engine(request).handle_twilio_status(params, signature)
         return Response(status_code=204)
@@ -181,6 +232,111 @@ def _routes(app: FastAPI, settings: Settings) -> None:
         return PlainTextResponse(exposition(_engine(request)))
 
 
+def _optout_routes(app: FastAPI, settings: Settings) -> None:
+    """Unsubscribe links, Twilio inbound STOP/START and channel preferences (notifier.optout)."""
+
+    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
+    async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
+        _, address = await _unsubscribing(request, token)  # checks only: scanners prefetch
+        return HTMLResponse(optout.confirm_page(recipients.mask(address)))
+
+    @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
+    async def unsubscribe(request: Request, token: str) -> HTMLResponse:
+        await _body(request, settings)  # "List-Unsubscribe=One-Click" (RFC 8058) or the button
+        channel, address = await _unsubscribing(request, token)
+        engine = _engine(request)
+        await asyncio.to_thread(engine.queue.suppress, channel, address,
+                                "unsubscribed by link", now=engine.clock())  # fmt: skip
+        log.info("unsubscribed %s from %s by link", recipients.mask(address), channel)
+        return HTMLResponse(optout.done_page(recipients.mask(address)))
+
+    @app.post("/callbacks/twilio/inbound")
+    async def twilio_inbound(request: Request) -> Response:
+        params = _form(await _body(request, settings))
+        _twilio_signed(settings, optout.INBOUND_PATH, params, request)
+        keyword = optout.inbound_keyword(params)
+        if keyword is not None:
+            await _apply_keyword(_engine(request), keyword, params.get("Body", "").strip())
+        return Response(EMPTY_TWIML, media_type="text/xml")
+
+    @app.post("/preferences/lookup", openapi_extra=_schema_body(optout.CONTACT_SCHEMA))
+    async def preferences(request: Request) -> dict[str, Any]:
+        _api_allowed(request, settings)
+        engine = _engine(request)
+        body = parse_json_object(await _body(request, settings))
+        addresses = optout.contact_addresses(body, region=engine.rules.defaults.phone_region)
+        return await _preferences_view(engine, addresses)
+
+    @app.put("/preferences", openapi_extra=_schema_body(optout.PREFERENCES_SCHEMA))
+    async def set_preferences(request: Request) -> dict[str, Any]:
+        _api_allowed(request, settings)
+        engine = _engine(request)
+        body = parse_json_object(await _body(request, settings))
+        addresses = optout.contact_addresses(body, region=engine.rules.defaults.phone_region)
+        for kind, allowed in optout.channel_choices(body).items():
+            if kind not in addresses:
+                field = "email" if kind is ChannelKind.EMAIL else "phone"
+                raise Refused(422, f"{field}: needed to set {kind.value}", field)
+            address, now = addresses[kind], engine.clock()
+            if allowed:
+                await asyncio.to_thread(engine.queue.unsuppress, kind.value, address)
+            else:
+                reason = "preference set through the API"
+                await asyncio.to_thread(engine.queue.suppress, kind.value, address, reason, now=now)
+        return await _preferences_view(engine, addresses)
+
+
+EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+async def _unsubscribing(request: Request, token: str) -> tuple[str, str]:
+    """The channel and address a valid unsubscribe token names; 404 for any other token
+    (unknown, forged, or its notification's recipient already purged)."""
+    engine = _engine(request)
+    links = engine.unsubscribe_links
+    if links is None:
+        raise Refused(404, "unsubscribe links are not enabled here", "token")
+    notification_id = optout.token_notification_id(token)
+    found = await asyncio.to_thread(engine.queue.recipient, notification_id)
+    if found is None or not found[1] or not links.verify(token, found[0], found[1]):
+        raise Refused(404, "unknown or expired unsubscribe link", "token")
+    return found[0], found[1]
+
+
+def _twilio_signed(settings: Settings, path: str, params: dict[str, str], request: Request) -> None:
+    token = settings.twilio_auth_token
+    if token is None or not settings.public_url:
+        raise AuthenticationError(
+            "Twilio callbacks need NOTIFIER_TWILIO_AUTH_TOKEN and NOTIFIER_PUBLIC_URL",
+            field="X-Twilio-Signature",
+        )
+    url = settings.public_url.rstrip("/") + path
+    signature = request.headers.get("x-twilio-signature", "")
+    if not optout.twilio_signature_valid(auth_token=token.get_secret_value(), url=url,
+                                         params=params, signature=signature):  # fmt: skip
+        raise AuthenticationError("signature does not match", field="X-Twilio-Signature")
+
+
+async def _apply_keyword(engine: Notifier, keyword: optout.Keyword, word: str) -> None:
+    channel, address = keyword.channel.value, keyword.address
+    if keyword.action == "stop":
+        await asyncio.to_thread(engine.queue.suppress, channel, address,
+                                f"replied {word.upper()}", now=engine.clock())  # fmt: skip
+    else:
+        await asyncio.to_thread(engine.queue.unsuppress, channel, address)
+    log.info("%s %s on %s: %s", recipients.mask(address), word.upper(), channel, keyword.action)
+
+
+async def _preferences_view(engine: Notifier, addresses: dict[ChannelKind, str]) -> dict[str, Any]:
+    wanted = {kind.value: address for kind, address in addresses.items()}
+    blocked = await asyncio.to_thread(engine.queue.suppressions, wanted)
+    return {
+        kind: {"address": recipients.mask(address), "allowed": kind not in blocked,
+               "reason": blocked.get(kind, "")}
+        for kind, address in wanted.items()
+    }  # fmt: skip
+
+
 def _engine(request: Request) -> Notifier:
     engine: Notifier = request.app.state.notifier
     return engine
@@ -190,7 +346,7 @@ async def _body(request: Request, settings: Settings) -> bytes:
     """The raw body, refused with 413 past the limit without reading it all."""
     limit = settings.max_body_bytes
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise Refused(413, f"body larger than {limit} bytes", "body")
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -207,6 +363,26 @@ def _due_now(outcome: IngestOutcome, now: datetime) -> bool:
         s.status == "scheduled" and (s.due_at is None or s.due_at <= now)
         for s in outcome.notifications
     )
+
+
+def _form(body: bytes) -> dict[str, str]:
+    """Twilio's form post (``application/x-www-form-urlencoded``), read within the size limit;
+    anything else yields no fields, and so a signature that cannot match."""
+    text = body.decode("utf-8", "replace")
+    try:
+        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
+    except ValueError as err:  # more fields than any Twilio callback has
+        raise Refused(400, f"not a Twilio form post: {err}", "body") from err
+
+
+def _utc(since: datetime | None) -> datetime | None:
+    """A query time as aware UTC: naive means UTC; one that cannot be converted is a 422."""
+    if since is None:
+        return None
+    try:
+        return since.replace(tzinfo=UTC) if since.tzinfo is None else since.astimezone(UTC)
+    except OverflowError as err:
+        raise Refused(422, "since: out of range", "since") from err
 
 
 def _webhook_allowed(settings: Settings) -> None:
@@ -284,12 +460,24 @@ def serve(
         else:
             log.warning("NO WEBHOOK KEYS: every webhook will be refused (401). "
                         "Set NOTIFIER_WEBHOOK_KEYS.")  # fmt: skip
+    _say_how_emails_unsubscribe(settings, log)
     config = uvicorn.Config(
         create_app(settings), host=host, port=port, log_config=None,
         log_level=log_level.lower(), timeout_graceful_shutdown=int(settings.shutdown_grace) + 1,
     )  # fmt: skip
     _GracefulServer(config).run()
     return 0
+
+
+def _say_how_emails_unsubscribe(settings: Settings, log: logging.Logger) -> None:
+    if settings.unsubscribe_url:
+        log.info("emails carry List-Unsubscribe to NOTIFIER_UNSUBSCRIBE_URL")
+    elif settings.secret_key and settings.public_url:
+        log.info("emails carry signed one-click unsubscribe links to %s/unsubscribe/…",
+                 settings.public_url.rstrip("/"))  # fmt: skip
+    else:
+        log.warning("emails carry NO unsubscribe link: set NOTIFIER_SECRET_KEY and "
+                    "NOTIFIER_PUBLIC_URL for signed one-click links (RFC 8058)")  # fmt: skip
 
 
 class _GracefulServer(uvicorn.Server):

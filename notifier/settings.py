@@ -25,6 +25,8 @@ class Settings(BaseSettings):
     webhook_keys: SecretStr = SecretStr("")
     allow_unauthenticated: bool = False
     api_token: SecretStr | None = None
+    # A second token for the support console that can look but not resend or cancel.
+    console_readonly_token: SecretStr | None = None
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
@@ -43,6 +45,8 @@ class Settings(BaseSettings):
     smtp_connections: int = 2
     email_from: str | None = None
     unsubscribe_url: str | None = None
+    # Signs one-click unsubscribe links (with public_url); unset: no signed links.
+    secret_key: SecretStr | None = None
 
     twilio_timeout: float = 15.0
     channel_concurrency: int = 16
@@ -62,6 +66,9 @@ class Settings(BaseSettings):
 
     dispatch_batch: int = 200
     send_lease_seconds: int = 120
+    # Seconds before the first retry of a transiently failed send; doubles (with jitter, up to
+    # an hour) on each further attempt. Tests and the soak shorten it.
+    retry_backoff: float = 30.0
 
     @property
     def accepted_webhook_keys(self) -> tuple[str, ...]:

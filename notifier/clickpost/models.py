@@ -23,6 +23,8 @@ pydantic's ``ValidationError`` is translated once, in :func:`_validate`.
 from __future__ import annotations
 
 import json
+import math
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -48,6 +50,8 @@ from notifier.events import Consumer, Registration, Scan, ShipmentUpdate, Source
 __all__ = [
     "TrackResult",
     "Unregistration",
+    "body_schemas",
+    "parse_json_object",
     "parse_registration",
     "parse_track_order",
     "parse_unregistration",
@@ -60,11 +64,22 @@ Body = bytes | str | Mapping[str, Any]
 # --- value coercions: each names the quirk it absorbs ---------------------------------------
 
 
+_FIRST_YEAR, _LAST_YEAR = 1970, 2200
+
+
 def _as_utc(value: datetime) -> datetime:
-    """Aware UTC. Naive times (polling, clickpost-facts.md) are read as UTC, as events.Scan says."""
-    if value.tzinfo is None:
-        return value.replace(tzinfo=UTC)
-    return value.astimezone(UTC)
+    """Aware UTC. Naive times (polling, clickpost-facts.md) are read as UTC, as events.Scan says.
+
+    Years outside 1970-2200 are refused: no scan happens then, and near year 1 or 9999 the
+    conversion to UTC, or adding a delay while planning, overflows.
+    """
+    try:
+        utc = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError as err:
+        raise ValueError("date out of range") from err
+    if not _FIRST_YEAR <= utc.year <= _LAST_YEAR:
+        raise ValueError(f"year {utc.year} out of range ({_FIRST_YEAR}-{_LAST_YEAR})")
+    return utc
 
 
 def _none_as_empty(value: object) -> object:
@@ -111,15 +126,19 @@ def _upper(value: str | None) -> str | None:
     return value.upper() if value else value
 
 
+# Database integer columns are 32 bits on PostgreSQL; a bigger code or cp_id is nonsense anyway.
+Int32 = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
+# Rupee amounts: far beyond any parcel, short of a number that takes a megabyte to print.
+Amount = Annotated[Decimal, Field(allow_inf_nan=False, ge=-(10**12), le=10**12)]
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 OptUtcDatetime = Annotated[UtcDatetime | None, BeforeValidator(_blank_as_none)]
 Text = Annotated[str, BeforeValidator(_none_as_empty)]
 OptText = Annotated[str | None, BeforeValidator(_blank_as_none)]
 UpperText = Annotated[str | None, BeforeValidator(_blank_as_none), AfterValidator(_upper)]
 RequiredText = Annotated[str, StringConstraints(min_length=1)]
-OptInt = Annotated[int | None, BeforeValidator(_blank_as_none)]
+OptInt = Annotated[Int32 | None, BeforeValidator(_blank_as_none)]
 OptBool = Annotated[bool | None, BeforeValidator(_blank_as_none)]
-OptDecimal = Annotated[Decimal | None, BeforeValidator(_blank_as_none)]
+OptDecimal = Annotated[Amount | None, BeforeValidator(_blank_as_none)]
 LenientDate = Annotated[date | None, PlainValidator(_lenient_date)]
 
 
@@ -138,7 +157,7 @@ class _Model(BaseModel):
 class ScanBody(_Model):
     """A scan as Clickpost sends it: a webhook's outer fields, its latest_status, a polled scan."""
 
-    clickpost_status_code: int
+    clickpost_status_code: Int32
     clickpost_status_description: Text = ""
     clickpost_status_bucket: OptInt = None
     status: Text = ""
@@ -176,7 +195,7 @@ class WebhookBody(ScanBody):
     """The tracking webhook: the outer scan plus who it is about and ``additional``."""
 
     waybill: Text = ""  # "" on returns and once on an NDR webhook (clickpost-facts.md)
-    cp_id: int  # -1 on the returns platform
+    cp_id: Int32  # -1 on the returns platform
     account_code: OptText = None
     additional: Annotated[WebhookAdditional, BeforeValidator(_null_as_dict)] = Field(
         default_factory=WebhookAdditional
@@ -212,7 +231,7 @@ class RegistrationBody(_Model):
     """awb-register. ``key`` (the merchant's API key) is deliberately not modelled."""
 
     waybill: RequiredText
-    cp_id: int
+    cp_id: Int32
     account_code: OptText = None
     consumer_details: Annotated[ConsumerBody, BeforeValidator(_null_as_dict)] = Field(
         default_factory=ConsumerBody
@@ -226,7 +245,7 @@ class RegistrationBody(_Model):
 
 
 class UnregistrationBody(_Model):
-    cp_id: int
+    cp_id: Int32
     waybill: RequiredText
 
 
@@ -300,18 +319,93 @@ class TrackResult:
 _M = TypeVar("_M", bound=BaseModel)
 
 
+#: Deepest nesting accepted. Clickpost bodies are four levels deep; Python's json gives up
+#: (RecursionError) near 1,000, and storing or logging a body that deep fails the same way.
+MAX_DEPTH = 32
+
+
+class _NonFinite(float):
+    """``NaN``/``Infinity``: Python's json reads them, RFC 8259 and PostgreSQL do not."""
+
+
+class _Duplicates(dict[str, Any]):
+    """An object that named a key twice; ``key`` is the first one repeated."""
+
+    key: str = ""
+
+
+def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) == len(pairs):
+        return data
+    flagged = _Duplicates(data)
+    flagged.key = next(k for k, n in Counter(k for k, _ in pairs).items() if n > 1)
+    return flagged
+
+
+def _decode(body: bytes | str) -> object:
+    """``json.loads``, with NaN/Infinity and duplicate keys marked for :func:`_check_tree`."""
+    try:
+        return json.loads(body, object_pairs_hook=_object, parse_constant=_NonFinite)
+    except (TypeError, ValueError, RecursionError) as err:
+        raise InputError(f"not valid JSON ({err})", field="body") from err
+
+
+def _check_tree(value: object, path: str = "", depth: int = 0) -> None:
+    """Refuse what the database or the next reader cannot hold, naming where it is.
+
+    Duplicate keys are refused rather than resolved "last wins": which of two ``cp_id`` values
+    the sender meant cannot be known, and two parsers may pick differently.
+    """
+    where = path or "body"
+    if depth > MAX_DEPTH:
+        raise InputError(f"nested deeper than {MAX_DEPTH} levels", field=where)
+    if isinstance(value, _NonFinite):
+        raise InputError("NaN and Infinity are not JSON numbers", field=where)
+    if isinstance(value, str):
+        _check_text(value, where)
+    elif isinstance(value, Mapping):
+        if isinstance(value, _Duplicates):
+            raise InputError("the same key appears twice", field=_join(path, value.key))
+        for key, item in value.items():
+            _check_text(str(key), where)
+            _check_tree(item, _join(path, str(key)), depth + 1)
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value):
+            _check_tree(item, _join(path, str(index)), depth + 1)
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise InputError("NaN and Infinity are not JSON numbers", field=where)
+    elif not isinstance(value, bool | int | float | None):  # a dict from embedding code
+        raise InputError(f"not a JSON value ({type(value).__name__})", field=where)
+
+
+def _check_text(text: str, where: str) -> None:
+    """NUL cannot be stored by PostgreSQL; a lone surrogate cannot be encoded as UTF-8."""
+    if "\x00" in text:
+        raise InputError("contains a NUL character (\\u0000)", field=where)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError("contains an unpaired surrogate (not valid Unicode)", field=where) from err
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
 def _load(body: Body) -> dict[str, Any]:
     """Decode a body into the dict every parser starts from; anything else is a "body" error."""
-    if isinstance(body, Mapping):
-        data: object = dict(body)
-    else:
-        try:
-            data = json.loads(body)
-        except (TypeError, ValueError, RecursionError) as err:
-            raise InputError(f"not valid JSON ({err})", field="body") from err
+    data: object = dict(body) if isinstance(body, Mapping) else _decode(body)
     if not isinstance(data, dict):
         raise InputError(f"expected a JSON object, got {type(data).__name__}", field="body")
-    return data
+    _check_tree(data)
+    return dict(data)
+
+
+def parse_json_object(body: Body) -> dict[str, Any]:
+    """Any JSON object body, through the same checks as Clickpost's (depth, duplicate keys,
+    NaN, NUL, lone surrogates): for the other JSON routes of the API."""
+    return _load(body)
 
 
 _PLAIN_MESSAGES: Mapping[str, str] = {
@@ -428,6 +522,18 @@ def parse_unregistration(body: Body) -> Unregistration:
     """An awb-unregister body; the API ``key`` is ignored."""
     unreg = _validate(UnregistrationBody, _load(body))
     return Unregistration(cp_id=unreg.cp_id, waybill=unreg.waybill)
+
+
+def body_schemas(ref_template: str = "#/components/schemas/{model}") -> dict[str, Any]:
+    """JSON Schemas of the bodies notifier receives (``webhook``, ``registration``,
+    ``unregistration``) plus ``$defs`` they refer to, for the HTTP API's OpenAPI document."""
+    schemas: dict[str, Any] = {"$defs": {}}
+    for name, model in (("webhook", WebhookBody), ("registration", RegistrationBody),
+                        ("unregistration", UnregistrationBody)):  # fmt: skip
+        schema = model.model_json_schema(ref_template=ref_template)
+        schemas["$defs"].update(schema.pop("$defs", {}))
+        schemas[name] = schema
+    return schemas
 
 
 # --- polling --------------------------------------------------------------------------------

@@ -7,6 +7,7 @@
 - ``notification``: the delivery log. Unique ``dedup_key`` (shipment, rule, channel, repeat
   scope) makes "once per shipment event" a database fact.
 - ``attempt``: one row per try at sending a notification.
+- ``consoleaction``: a resend or cancel done by a support agent in the console.
 
 All times are aware UTC (sqlmodel rejects naive ones).
 """
@@ -29,7 +30,7 @@ class Shipment(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     cp_id: int
-    waybill: str
+    waybill: str = Field(index=True)  # the console's search by waybill prefix
     account_code: str | None = None
     reference_number: str | None = Field(default=None, index=True)
     order_id: str | None = Field(default=None, index=True)
@@ -76,7 +77,15 @@ class Event(SQLModel, table=True):
 
 
 class Notification(SQLModel, table=True):
-    __table_args__ = (Index("ix_notification_due", "status", "due_at"),)
+    __table_args__ = (
+        Index("ix_notification_due", "status", "due_at"),
+        # The console's delivery log, newest first, by time range, channel (covering the
+        # dashboard's counts per day), status or rule; and its search by recipient.
+        Index("ix_notification_created", "created_at", "channel", "status"),
+        Index("ix_notification_status_created", "status", "created_at"),
+        Index("ix_notification_rule_created", "rule", "created_at"),
+        Index("ix_notification_recipient", "recipient"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     shipment_id: int = Field(foreign_key="shipment.id", index=True)
@@ -118,6 +127,19 @@ class Attempt(SQLModel, table=True):
     outcome: str  # sent | transient | permanent | expired
     error: str = ""
     provider_id: str | None = None
+
+
+class ConsoleAction(SQLModel, table=True):
+    """What a support agent did to a notification in the console (resend, cancel): the manual
+    steps of the delivery log, kept beside the attempts they caused."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    notification_id: int = Field(foreign_key="notification.id", index=True)
+    action: str  # resend | cancel
+    role: str  # admin
+    previous_status: str
+    previous_reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
 
 
 class Suppression(SQLModel, table=True):

@@ -15,6 +15,7 @@ from functools import cache
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, and_, bindparam, func, insert, or_
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import update as sql_update
 from sqlmodel import Session, col, select
 
@@ -51,6 +52,7 @@ class Job:
     suppressed: bool
     registration: Mapping[str, Any]
     event_raw: Mapping[str, Any] | None
+    suppressed_because: str = ""  # the suppression's reason, when ``suppressed``
 
 
 class Queue:
@@ -169,6 +171,34 @@ class Queue:
                 )
             )
 
+    def unsuppress(self, channel: str, address: str) -> bool:
+        """Lift a suppression (START, a preference set back); False when there was none."""
+        with self.db.write() as session:
+            gone = session.execute(
+                sql_delete(Suppression)
+                .where(col(Suppression.channel) == channel, col(Suppression.address) == address)
+                .returning(col(Suppression.id))
+            ).all()
+            return bool(gone)
+
+    def suppressions(self, addresses: Mapping[str, str]) -> dict[str, str]:
+        """For each channel → address given, the reason it is suppressed (absent: allowed)."""
+        wanted = [
+            and_(col(Suppression.channel) == channel, col(Suppression.address) == address)
+            for channel, address in addresses.items()
+        ]
+        if not wanted:
+            return {}
+        with self.db.read() as session:
+            rows = session.exec(select(Suppression).where(or_(*wanted))).all()
+            return {row.channel: row.reason for row in rows}
+
+    def recipient(self, notification_id: int) -> tuple[str, str | None] | None:
+        """A notification's channel and recipient (None once purged), or None if unknown."""
+        with self.db.read() as session:
+            row = session.get(Notification, notification_id)
+            return (row.channel, row.recipient) if row is not None else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class Finish:
@@ -237,11 +267,11 @@ def _jobs(session: Session, ids: list[int], *, claimed_at: datetime) -> list[Job
         .where(col(Notification.id).in_(ids))
         .order_by(col(Notification.due_at))
     ).all()
-    return [_job(n, s, e, claimed_at, blocked is not None) for n, s, e, blocked in rows]
+    return [_job(n, s, e, claimed_at, blocked) for n, s, e, blocked in rows]
 
 
 def _job(
-    n: Notification, s: Shipment, e: Event | None, claimed_at: datetime, suppressed: bool
+    n: Notification, s: Shipment, e: Event | None, claimed_at: datetime, blocked: Suppression | None
 ) -> Job:
     return Job(
         id=_required(n.id),
@@ -254,9 +284,10 @@ def _job(
         claimed_at=claimed_at,
         lease_until=_required(n.lease_until),
         expires_at=n.expires_at,
-        suppressed=suppressed,
+        suppressed=blocked is not None,
         registration=s.registration,
         event_raw=e.raw if e is not None else None,
+        suppressed_because=blocked.reason if blocked is not None else "",
     )
 
 

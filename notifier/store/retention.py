@@ -2,7 +2,9 @@
 
 After ``NOTIFIER_RETENTION_DAYS`` an event keeps its codes and times but not its raw body; a
 notification keeps its rule, channel, status and masked recipient but not the address or the
-text; a shipment no longer updated keeps its codes but not who it was for.
+text, and its attempts keep their outcome but not the provider's reply (which often echoes the
+address); a shipment no longer updated keeps its codes but not who it was for or where it
+went; a call made to Clickpost keeps its status but not the body it sent.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from sqlmodel import col, select
 
 from notifier.events import PENDING_STATUSES, NotificationStatus
 from notifier.store.database import Database
-from notifier.store.models import Event, Notification, Shipment
+from notifier.store.models import Attempt, ClickpostCall, Event, Notification, Shipment
 
 PERSONAL_KEYS = ("consumer_details", "drop_address")
 
@@ -27,6 +29,8 @@ class Purged:
     events: int
     notifications: int
     shipments: int
+    attempts: int = 0
+    clickpost_calls: int = 0
 
 
 def purge(db: Database, *, before: datetime) -> Purged:
@@ -54,9 +58,29 @@ def purge(db: Database, *, before: datetime) -> Purged:
         ).all()
         for shipment in stale:
             shipment.consumer = {}
-            shipment.registration = _without_personal(shipment.registration)
+            shipment.registration = without_personal(shipment.registration)
+            shipment.shipment_info = info_without_personal(shipment.shipment_info)
             session.add(shipment)
-    return Purged(events=len(events), notifications=len(notifications), shipments=len(stale))
+        attempts = session.execute(
+            sql_update(Attempt)
+            .where(col(Attempt.finished_at) < before, col(Attempt.error) != "")
+            .values(error="")
+            .returning(col(Attempt.id))
+        ).all()
+        calls = session.execute(
+            sql_update(ClickpostCall)
+            .where(
+                col(ClickpostCall.updated_at) < before,
+                col(ClickpostCall.status) != "pending",
+                _non_empty(ClickpostCall.body),
+            )
+            .values(body={})
+            .returning(col(ClickpostCall.id))
+        ).all()
+    return Purged(
+        events=len(events), notifications=len(notifications), shipments=len(stale),
+        attempts=len(attempts), clickpost_calls=len(calls),
+    )  # fmt: skip
 
 
 def _non_empty(column: Any) -> ColumnElement[bool]:
@@ -64,9 +88,14 @@ def _non_empty(column: Any) -> ColumnElement[bool]:
     return cast(column, String) != "{}"
 
 
-def _without_personal(body: dict[str, object]) -> dict[str, object]:
+def without_personal(body: dict[str, Any]) -> dict[str, Any]:
+    """An awb-register body without ``consumer_details`` and the address in shipment_info."""
     kept = {k: v for k, v in body.items() if k != "consumer_details"}
     info = kept.get("shipment_info")
     if isinstance(info, dict):
-        kept["shipment_info"] = {k: v for k, v in info.items() if k not in PERSONAL_KEYS}
+        kept["shipment_info"] = info_without_personal(info)
     return kept
+
+
+def info_without_personal(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if k not in PERSONAL_KEYS}

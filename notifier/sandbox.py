@@ -1,0 +1,156 @@
+"""Bounds on the work a staff-written template may do: wall-clock time and the known amplifiers.
+
+Jinja's sandbox guards attribute access, not work (implementation-notes.md): a template built a
+50 MB string and ran 9 million loop turns in under a second. :mod:`notifier.rendering` caps the
+output it collects; this module stops the rest.
+
+Time. :func:`deadline` installs a trace function (``sys.settrace``) for the duration of one
+render. Only frames that run compiled template code (their ``co_filename`` is a ``.j2`` file or
+Jinja's ``<template>``) are traced line by line; each line checks the clock and, once the
+deadline has passed, raises :class:`RenderTimeout` inside the template, which unwinds it like
+any other template error, with its file and line. That really stops a hang made of template
+code, nested ``{% for %}`` loops included, without a thread or process to kill. Limits: a single
+call into C that runs long is not interrupted until it returns, hence the size checks below;
+a debugger or coverage tracer of the rendering thread is paused during the render and restored
+after; tracing makes template code a few times slower, which templates of a few lines never
+notice.
+
+Size. Before a call is made, :func:`check_call` refuses arguments that would make a result past
+the output cap: widths (``center``, ``ljust``, ``zfill``, ``indent``, ``lipsum``, …), format
+widths (``"{:999999999}"``, ``"%999999999d"``), ``replace`` and ``join`` whose result would be
+too long. ``*`` and ``**`` are checked in :class:`notifier.rendering._Sandbox`.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
+from contextlib import contextmanager
+from functools import wraps
+from types import CodeType, FrameType
+from typing import Any
+
+from jinja2.exceptions import SecurityError
+
+#: Seconds one template file may take to render.
+DEFAULT_RENDER_SECONDS = 2.0
+
+# A width or precision in a format spec: "{:>30}", "{0:.5f}", "%-30s", "%.*f", and a width
+# taken from an argument: "{:{w}}" (the "*" of %-formatting, in str.format).
+_FORMAT_NUMBER = re.compile(r"(?:\{[^{}]*:|%)[^a-zA-Z{}%]*?(\d+|\*|\{)")
+# Filters whose arguments can blow a small value up: checked like str methods.
+AMPLIFYING_FILTERS = ("center", "indent", "format", "replace", "join", "wordwrap", "truncate")
+
+
+class RenderTimeout(SecurityError):
+    """A template ran past its time budget."""
+
+
+def _is_template(code: CodeType) -> bool:
+    return code.co_filename.endswith(".j2") or code.co_filename == "<template>"
+
+
+@contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise :class:`RenderTimeout` in template code still running ``seconds`` from now."""
+    end = time.monotonic() + seconds
+
+    def line(frame: FrameType, event: str, arg: object) -> Any:
+        if time.monotonic() > end:
+            raise RenderTimeout(f"rendering took longer than {seconds:g} s")
+        return line
+
+    def call(frame: FrameType, event: str, arg: object) -> Any:
+        return line if _is_template(frame.f_code) else None
+
+    previous = sys.gettrace()
+    sys.settrace(call)
+    try:
+        yield
+    finally:
+        sys.settrace(previous)
+
+
+def check_call(name: str, subject: object, args: Sequence[Any], kwargs: Mapping[str, Any],
+               cap: int) -> None:  # fmt: skip
+    """Refuse a call whose arguments would build a result longer than ``cap`` characters."""
+    if name in {"format", "format_map"}:  # numbers here are values to print, not sizes
+        if isinstance(subject, str):
+            check_format(subject, cap)
+    else:
+        for value in (*args, *kwargs.values()):
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > cap:
+                raise SecurityError(f"{name}: {value} is larger than the output cap ({cap})")
+    if _result_length(name, subject, args) > cap:
+        raise SecurityError(f"{name}: the result would be longer than the output cap ({cap})")
+
+
+def _result_length(name: str, subject: object, args: Sequence[Any]) -> int:
+    """How long a ``replace``, ``join`` or ``indent`` result would be (0: not one of those)."""
+    if not isinstance(subject, str):
+        return 0
+    if name == "replace" and len(args) >= 2:
+        old, new = str(args[0]), str(args[1])
+        return (len(subject) + 1 if not old else subject.count(old)) * len(new) + len(subject)
+    if name == "join" and args and isinstance(args[0], Sized):
+        return len(args[0]) * (len(subject) + 1)
+    if name == "indent" and args and isinstance(args[0], str):
+        return (subject.count("\n") + 1) * len(args[0]) + len(subject)
+    return 0
+
+
+def check_format(spec: str, cap: int) -> None:
+    """Refuse format strings that pad to more than ``cap`` characters, or take the width from
+    an argument (``%*d``), which could be anything."""
+    for number in _FORMAT_NUMBER.findall(spec):
+        if not number.isdigit() or int(number) > cap:
+            raise SecurityError(f"format width {number} is not allowed (output cap {cap})")
+
+
+def capped_lipsum(function: Any, most: int = 20) -> Callable[..., Any]:
+    """Jinja's ``lipsum`` global, limited to ``most`` paragraphs: it is Python code, which the
+    deadline does not trace, and ``lipsum(10**5)`` takes seconds."""
+
+    @wraps(function)
+    def capped(n: int = 5, *args: Any, **kwargs: Any) -> Any:
+        if not isinstance(n, int) or n > most:
+            raise SecurityError(f"lipsum: at most {most} paragraphs")
+        return function(n, *args, **kwargs)
+
+    return capped
+
+
+def guard_filter(name: str, function: Callable[..., Any], cap: int) -> Callable[..., Any]:
+    """A built-in filter that checks its arguments first (``{{ x|center(10**9) }}``)."""
+
+    @wraps(function)
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        first = next((i for i, a in enumerate(args) if not _is_jinja_internal(a)), len(args))
+        given = list(args)
+        value, rest = (given[first], given[first + 1 :]) if first < len(given) else (None, [])
+        if name == "join" and first < len(given):
+            value = given[first] = materialized("join", [value])[0]
+            separator = str(rest[0]) if rest else str(kwargs.get("d", ""))
+            check_call("join", separator, [value], {}, cap)
+        else:
+            check_call(name, value, rest, kwargs, cap)
+        return function(*given, **kwargs)
+
+    return guarded
+
+
+def materialized(name: str, args: Sequence[Any]) -> list[Any]:
+    """``join`` over a generator (``range(n)|map(...)``) cannot be measured before it runs:
+    make it a list first, so its length bounds the result."""
+    given = list(args)
+    if name == "join" and given and not isinstance(given[0], Sized | str):
+        given[0] = list(given[0])
+    return given
+
+
+def _is_jinja_internal(value: object) -> bool:
+    """Context and environment arguments that pass_context/pass_environment filters get."""
+    module = type(value).__module__
+    return module.startswith("jinja2.") or module.startswith("notifier.rendering")
