@@ -186,7 +186,7 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     @app.get("/shipments/{cp_id}/{waybill}")
     async def shipment(request: Request, cp_id: Int32, waybill: str) -> dict[str, Any]:
         _api_allowed(request, settings)
-        detail = await _engine(request).shipment(cp_id, waybill)
+        detail = await _engine(request).shipment(cp_id, _text(waybill, "waybill"))
         if detail is None:
             raise Refused(404, "no such shipment", "waybill")
         return detail
@@ -202,8 +202,9 @@ def _routes(app: FastAPI, settings: Settings) -> None:
     ) -> list[dict[str, Any]]:
         _api_allowed(request, settings)
         return await _engine(request).notifications(
-            waybill=waybill, status=status, channel=channel, since=_utc(since), limit=limit
-        )
+            waybill=_text(waybill, "waybill"), status=_text(status, "status"),
+            channel=_text(channel, "channel"), since=_utc(since), limit=limit,
+        )  # fmt: skip
 
     @app.post("/callbacks/twilio/status")
     async def twilio_status(request: Request) -> Response:
@@ -373,6 +374,13 @@ def _form(body: bytes) -> dict[str, str]:
         return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
     except ValueError as err:  # more fields than any Twilio callback has
         raise Refused(400, f"not a Twilio form post: {err}", "body") from err
+
+
+def _text(value: str | None, field: str) -> str | None:
+    """A text from the URL; a NUL character, which no database text can hold, is a 422."""
+    if value is not None and "\x00" in value:
+        raise Refused(422, f"{field}: must not contain a NUL character", field)
+    return value
 
 
 def _utc(since: datetime | None) -> datetime | None:

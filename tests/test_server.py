@@ -203,3 +203,13 @@ def test_twilio_receipts_signed_for_the_public_url(keyed: Settings, clock: Clock
         )
         [row] = api.get("/notifications", params={"channel": "sms"}).json()
         assert row["status"] == "delivered"
+
+
+def test_a_nul_character_in_a_filter_is_a_422_naming_it(api: TestClient) -> None:
+    """PostgreSQL text cannot hold NUL: it must be refused before it reaches the database."""
+    for params in ({"channel": "\x00"}, {"status": "sent\x00"}, {"waybill": "A\x00B"}):
+        response = api.get("/notifications", params=params)
+        assert response.status_code == 422, params
+        assert response.json()["field"] == next(iter(params))
+    response = api.get("/shipments/4/AB%00C")
+    assert (response.status_code, response.json()["field"]) == (422, "waybill")

@@ -504,3 +504,22 @@ async def test_a_550_from_the_server_fails_the_row_with_its_code(
     row = await _deliver_one(settings, clock, server)
     assert row["status"] == "failed" and "(code 550)" in row["reason"]
     assert "550 5.1.1 no such user" in row["reason"]
+
+
+async def test_a_long_non_ascii_subject_is_encoded_and_arrives_whole(
+    server: SmtpServer, make_channel: MakeChannel
+) -> None:
+    subject = "आपका ऑर्डर ACME-100231 आज डिलीवरी के लिए निकल चुका है, कृपया ₹1,299 तैयार रखें"
+    channel = make_channel(server)
+    await channel.send(outgoing(subject=subject))
+    mail = server.received[0].message
+    assert str(mail["Subject"]) == subject
+    assert mail.get_content_type() == "multipart/alternative"
+
+
+async def test_a_non_ascii_sender_name_is_encoded(
+    server: SmtpServer, make_channel: MakeChannel
+) -> None:
+    channel = make_channel(server, sender="एक्मे स्टोर <orders@acme.example>")
+    await channel.send(outgoing())
+    assert str(server.received[0].message["From"]) == "एक्मे स्टोर <orders@acme.example>"
