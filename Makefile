@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run demo test test-postgres lint clean chromium
+.PHONY: run demo test test-postgres lint bench clean chromium
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,12 @@ chromium:
 	@test -x /usr/bin/chromium || { \
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get install -y chromium || { $$sudo apt-get update && $$sudo apt-get install -y chromium; }; }
+
+# Every performance figure in one run (about 15 minutes; needs wrk and PostgreSQL on
+# 127.0.0.1). `make bench QUICK=1` checks the benchmarks themselves in a couple of minutes.
+bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 lint: $(STAMP)
 	$(BIN)/ruff check notifier tests

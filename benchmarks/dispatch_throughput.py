@@ -133,7 +133,7 @@ def main() -> None:
         if args.email:
             with smtp_process() as (port, _):
                 run("email", args.email, "phone", workdir, smtp_host="127.0.0.1",
-                    smtp_port=port, smtp_starttls=False,
+                    smtp_port=port, smtp_starttls=False, smtp_connections=4,
                     email_from="Acme Store <orders@acme.example>")  # fmt: skip
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

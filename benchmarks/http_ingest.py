@@ -15,8 +15,8 @@ Each setup is measured in the same run, one after the other, under the same load
   created here and dropped afterwards), the load split evenly between them as a load balancer
   would.
 
-Before each setup, ``--shipments`` shipments are registered (through the engine, so the
-database holds what real registrations write). The load is wrk (``apt-get install wrk``), one
+Before each setup, ``--shipments`` shipments are registered (in bulk, with the rows real
+registrations write: benchmarks/common.py). The load is wrk (``apt-get install wrk``), one
 process per daemon, ``--connections`` in all, running benchmarks/webhook.lua: every request a
 new webhook for a registered shipment, walking picked up → in transit → delivered, so requests
 plan and supersede notifications as real ones do. Quiet hours cover the whole day, so nothing
@@ -30,7 +30,6 @@ webhook is missing from the database.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -49,14 +48,11 @@ import sqlalchemy
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from common import ALL_DAY, bulk_register  # noqa: E402
 from daemon import WEBHOOK_KEY, Daemon, free_port  # noqa: E402
-
-from notifier.app import Notifier  # noqa: E402
-from notifier.settings import Settings  # noqa: E402
 
 LUA = ROOT / "benchmarks" / "webhook.lua"
 WARMUP_SHIPMENTS = 1000
-ALL_DAY = "00:00-23:59"  # quiet hours: nothing becomes due, so the daemons only ingest
 
 BARE = """
 import sys, uvicorn
@@ -91,38 +87,6 @@ class Load:
     @property
     def rate(self) -> float:
         return self.requests / self.seconds
-
-
-def registration(i: int) -> dict[str, object]:
-    return {
-        "waybill": f"BENCH{i:07d}",
-        "cp_id": 4,
-        "account_code": "bench",
-        "consumer_details": {
-            "name": f"Customer {i}",
-            "phone": f"98{i:08d}",
-            "email": f"customer{i}@example.in",
-        },
-        "shipment_info": {
-            "reference_number": f"ORD-{i}",
-            "order_type": "COD" if i % 3 == 0 else "PREPAID",
-            "delivery_type": "FORWARD",
-        },
-        "additional": {"order_date": "2026-11-20T10:00:00+05:30"},
-    }
-
-
-def settings(url: str) -> Settings:
-    return Settings(
-        database_url=url, rules=ROOT / "rules.yaml", templates=ROOT / "templates",
-        quiet_hours=ALL_DAY,
-    )  # fmt: skip
-
-
-async def register(url: str, count: int) -> None:
-    async with Notifier(settings(url)) as engine:
-        for i in range(count):
-            await engine.register_shipment(registration(i))
 
 
 def wrk(
@@ -299,7 +263,7 @@ def main() -> None:
             if kind == "sqlite":
                 if not sqlite_template.exists():
                     started = time.perf_counter()
-                    asyncio.run(register(f"sqlite:///{sqlite_template}", registered))
+                    bulk_register(f"sqlite:///{sqlite_template}", registered)
                     print(f"  registered {registered} shipments on SQLite in "
                           f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
                 path = workdir / f"{setup.replace(':', '_')}.db"
@@ -309,7 +273,7 @@ def main() -> None:
                 if not pg_template:
                     pg_template = pg.create("template")
                     started = time.perf_counter()
-                    asyncio.run(register(pg.url(pg_template), registered))
+                    bulk_register(pg.url(pg_template), registered)
                     print(f"  registered {registered} shipments on PostgreSQL in "
                           f"{time.perf_counter() - started:.1f} s", flush=True)  # fmt: skip
                 url = pg.url(pg.create(f"n{count}", template=pg_template))

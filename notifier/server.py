@@ -17,7 +17,7 @@ import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 from urllib.parse import parse_qsl
 
 import uvicorn
@@ -376,7 +376,10 @@ def _form(body: bytes) -> dict[str, str]:
         raise Refused(400, f"not a Twilio form post: {err}", "body") from err
 
 
-def _text(value: str | None, field: str) -> str | None:
+_Text = TypeVar("_Text", str, str | None)
+
+
+def _text(value: _Text, field: str) -> _Text:
     """A text from the URL; a NUL character, which no database text can hold, is a 422."""
     if value is not None and "\x00" in value:
         raise Refused(422, f"{field}: must not contain a NUL character", field)
