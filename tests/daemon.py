@@ -90,8 +90,11 @@ class Daemon:
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.database = workdir / "notifier.db"  # a second Daemon on workdir shares it
-        # Default: the SQLite file above; or any URL (PostgreSQL: several daemons share it).
+        # Default: the SQLite file above; or any URL (PostgreSQL: several daemons share it;
+        # a SQLite file elsewhere, e.g. on a small filesystem of its own).
         self.database_url = database_url or f"sqlite:///{self.database}"
+        if self.database_url.startswith("sqlite:///"):
+            self.database = Path(self.database_url.removeprefix("sqlite:///"))
         self._engine: Any = None
         self.log_path = workdir / "daemon.log"
         self.port = 0

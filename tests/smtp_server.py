@@ -161,8 +161,10 @@ class _SMTP(SMTP):
 class _Controller(Controller):
     """Binds port 0 and learns the port the OS chose, instead of guessing a free one."""
 
-    def __init__(self, owner: SmtpServer, handler: Handler, **kwargs: Any) -> None:
-        super().__init__(handler, hostname="127.0.0.1", port=0, **kwargs)
+    def __init__(
+        self, owner: SmtpServer, handler: Handler, *, port: int = 0, **kwargs: Any
+    ) -> None:
+        super().__init__(handler, hostname="127.0.0.1", port=port, **kwargs)
         self.owner = owner
 
     def factory(self) -> _SMTP:
@@ -198,7 +200,8 @@ class SmtpServer:
         self.hang_up_reply: str | None = None  # e.g. "421 4.4.2 idle timeout", sent first
         self._live: set[_SMTP] = set()
         self._lock = threading.Lock()
-        self._controller = _Controller(self, self.handler, **self._smtp_options(tls, certificates))
+        self._options = self._smtp_options(tls, certificates)
+        self._controller = _Controller(self, self.handler, **self._options)
 
     def _smtp_options(self, tls: TlsMode, certificates: Certificates | None) -> dict[str, Any]:
         options: dict[str, Any] = {"server_hostname": "smtp.test", "ready_timeout": 30.0}
@@ -225,6 +228,14 @@ class SmtpServer:
 
     def stop(self) -> None:
         self._controller.stop()
+
+    def restart(self) -> SmtpServer:
+        """Start again after :meth:`stop`, on the same port (the outage is over); what was
+        received before stays in ``received``."""
+        port = self.port
+        self._controller = _Controller(self, self.handler, port=port, **self._options)
+        self._controller.start()
+        return self
 
     def __enter__(self) -> SmtpServer:
         return self.start()

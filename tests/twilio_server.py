@@ -9,6 +9,7 @@ an async test (whose loop it does not share) can both use it::
 
     with TwilioServer() as server:
         server.fail_next(2)                  # two 500s, then accept
+        server.fail_for(3.0)                 # every POST 500 for 3 s (fail_every: every n-th)
         ... TwilioChannel(api_base=server.url, account_sid=ACCOUNT_SID, ...)
         assert server.requests[0].form["To"] == "+919876543210"
 
@@ -24,6 +25,7 @@ import base64
 import secrets
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -101,11 +103,15 @@ class TwilioServer:
         self.record = record
         self.requests: list[Recorded] = []
         self.sids: list[str] = []  # of the messages accepted, in order
+        self.accepted: list[Recorded] = []  # the requests answered 201, in order (when recording)
         self.to_errors = dict(TO_ERRORS)
         self.from_errors = dict(FROM_ERRORS)
         self.delay = 0.0  # seconds before every answer: the slow mode
         self.count = 0  # POSTs answered or in progress, also when not recording
         self._script: list[tuple[int, str | None]] = []  # (status, Retry-After) to answer next
+        self._failing_until = 0.0  # time.monotonic() before which every POST fails
+        self._every: tuple[int, int, int] = (0, 0, 0)  # (every n-th POST, times left, status)
+        self._fail_status = 500
         self._peers: set[tuple[str, int]] = set()
         self._lock = threading.Lock()
         self._socket = _listen(port)
@@ -122,6 +128,17 @@ class TwilioServer:
         """Answer the next ``count`` POSTs with ``status`` (a 5xx), then accept again."""
         with self._lock:
             self._script.extend([(status, None)] * count)
+
+    def fail_for(self, seconds: float, *, status: int = 500) -> None:
+        """Answer every POST with ``status`` (a 5xx) for the next ``seconds``: an outage."""
+        with self._lock:
+            self._failing_until = time.monotonic() + seconds
+            self._fail_status = status
+
+    def fail_every(self, n: int, *, times: int, status: int = 500) -> None:
+        """Answer every ``n``-th POST with ``status``, ``times`` times in all: a flaky Twilio."""
+        with self._lock:
+            self._every = (n, times, status)
 
     def throttle_next(self, count: int = 1, *, retry_after: str = "7") -> None:
         """Answer the next ``count`` POSTs 429 / 20429 with ``Retry-After``."""
@@ -187,7 +204,8 @@ class TwilioServer:
         sid = request.match_info["sid"]
         form = {k: str(v) for k, v in (await request.post()).items()}
         authorized = _basic_auth(request) == (self.account_sid, self.auth_token)
-        self._note(Recorded(account_sid=sid, form=form, authorized=authorized, peer=_peer(request)))
+        recorded = Recorded(account_sid=sid, form=form, authorized=authorized, peer=_peer(request))
+        self._note(recorded)
         if self.delay:
             await asyncio.sleep(self.delay)
         if not authorized:
@@ -206,6 +224,7 @@ class TwilioServer:
         with self._lock:
             if self.record:
                 self.sids.append(created["sid"])
+                self.accepted.append(recorded)
         return web.json_response(created, status=201)
 
     def _note(self, recorded: Recorded) -> None:
@@ -217,7 +236,15 @@ class TwilioServer:
 
     def _next_scripted(self) -> tuple[int, str | None] | None:
         with self._lock:
-            return self._script.pop(0) if self._script else None
+            if self._script:
+                return self._script.pop(0)
+            if time.monotonic() < self._failing_until:
+                return self._fail_status, None
+            n, left, status = self._every
+            if left and self.count % n == 0:
+                self._every = (n, left - 1, status)
+                return status, None
+            return None
 
     def _refusal(self, form: dict[str, str]) -> int | None:
         """Twilio's validation, in its order: To, From, content, then per-number errors."""

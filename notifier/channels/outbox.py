@@ -8,7 +8,9 @@ Used whenever no provider is configured, so a newcomer sees what would have gone
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
@@ -43,8 +45,7 @@ class OutboxChannel(Channel):
             "at": datetime.now(UTC).isoformat(),
         }
         path = self.directory / f"{self.kind.value}.jsonl"
-        with path.open("a", encoding="utf-8") as out:
-            out.write(json.dumps(line, ensure_ascii=False) + "\n")
+        _append(path, (json.dumps(line, ensure_ascii=False) + "\n").encode())
         return SendReceipt(provider_id=f"outbox:{self.kind.value}:{message.notification_id}")
 
     def _write_email(self, message: OutgoingMessage) -> SendReceipt:
@@ -59,5 +60,36 @@ class OutboxChannel(Channel):
         folder = self.directory / "email"
         folder.mkdir(exist_ok=True)
         path = folder / f"{message.notification_id}.eml"
-        path.write_bytes(bytes(mail))
+        _replace(path, bytes(mail))
         return SendReceipt(provider_id=f"outbox:{path.name}")
+
+
+def _append(path: Path, data: bytes) -> None:
+    """Append one whole line or nothing: a disk that fills mid-write leaves part of the line,
+    which would break every reader of the file, so it is cut off again before the error goes up
+    (and the send is retried)."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, size)
+            raise
+    finally:
+        os.close(fd)
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write a whole file or none: written aside, then renamed into place."""
+    part = path.with_name(path.name + ".part")
+    try:
+        part.write_bytes(data)
+        os.replace(part, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            part.unlink()
+        raise
