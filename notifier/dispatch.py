@@ -233,14 +233,18 @@ class Dispatcher:
         if isinstance(err, PermanentChannelError):
             return await self._finish(job, NotificationStatus.FAILED, text, "permanent",
                                       rendered=facts)  # fmt: skip
-        retry_after = err.retry_after if isinstance(err, TransientChannelError) else None
-        return await self._retry_or_fail(job, text, retry_after, facts)
+        transient = err if isinstance(err, TransientChannelError) else None
+        retry_after = transient.retry_after if transient else None
+        outage = transient.outage if transient else False
+        return await self._retry_or_fail(job, text, retry_after, facts, outage=outage)
 
     async def _retry_or_fail(self, job: Job, text: str, retry_after: float | None,
-                             facts: Mapping[str, Any]) -> str:  # fmt: skip
+                             facts: Mapping[str, Any], *, outage: bool = False) -> str:  # fmt: skip
+        """Retry later, or give up: after ``max_attempts`` (an outage of the provider does not
+        count: it says nothing about this message), or once past ``max_age``."""
         bounds = self._retry_bounds(job)
         due = self.clock() + self.backoff.delay(job.attempts, retry_after)
-        if job.attempts >= bounds.max_attempts:
+        if job.attempts >= bounds.max_attempts and not outage:
             reason = f"gave up after {job.attempts} attempts: {text}"
         elif due > job.created_at + bounds.max_age:
             reason = f"gave up: still failing {_age(bounds.max_age)} after it was planned: {text}"

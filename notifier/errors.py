@@ -95,12 +95,23 @@ class ChannelError(NotifierError):
 
 
 class TransientChannelError(ChannelError):
-    """Worth retrying later; ``retry_after`` is the provider's hint in seconds, if it gave one."""
+    """Worth retrying later; ``retry_after`` is the provider's hint in seconds, if it gave one.
+
+    ``outage``: the provider could not take any message at all (unreachable, down, overloaded,
+    refusing notifier's credentials), so the failure says nothing about this message. Such an
+    attempt does not count against the rule's ``max_attempts``; ``max_age`` still bounds it,
+    so an outage of minutes or hours loses nothing."""
 
     def __init__(
-        self, message: str, *, code: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retry_after: float | None = None,
+        outage: bool = False,
     ) -> None:
         self.retry_after = retry_after
+        self.outage = outage
         super().__init__(message, code=code)
 
 

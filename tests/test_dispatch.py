@@ -123,6 +123,34 @@ async def test_gives_up_after_the_maximum_attempts(
         assert row["reason"] == "gave up after 3 attempts: timeout"
 
 
+async def test_a_provider_outage_does_not_use_up_the_attempts(
+    settings: Settings, clock: Clock, tmp_path: Path
+) -> None:
+    """SMTP down or Twilio answering 5xx for longer than max_attempts retries take: the
+    message waits the outage out (within max_age) instead of ending failed."""
+    down = [TransientChannelError("cannot reach Twilio", outage=True) for _ in range(6)]
+    sms = ScriptedChannel(ChannelKind.SMS, down)
+    rules = tmp_path / "rules.yaml"
+    text = (ROOT / "rules.yaml").read_text()
+    rules.write_text(
+        text.replace("  phone_region: IN\n", "  phone_region: IN\n  retry: {max_attempts: 3}\n")
+    )
+    limited = settings.model_copy(update={"rules": rules})
+    async with Notifier(
+        limited, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
+    ) as n:
+        await n.register_shipment(registration())
+        clock.now = T0
+        await n.handle_webhook(webhook(code=8, at=T0))
+        for _ in range(8):
+            await n.dispatch_due()
+            clock.advance(hours=2)
+        [row] = await n.notifications(channel="sms")
+        assert row["status"] == "sent" and row["attempts"] == 7
+        outcomes = [a.outcome for a in n.queue.attempts(row["id"])]
+        assert outcomes == ["transient"] * 6 + ["sent"]
+
+
 async def test_a_message_too_old_to_matter_expires(notifier: Notifier, clock: Clock) -> None:
     await notifier.register_shipment(registration())
     clock.now = T0

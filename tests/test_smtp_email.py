@@ -314,9 +314,10 @@ async def test_an_address_echoed_in_a_reply_is_masked(
 async def test_nothing_listening_is_transient() -> None:
     with refusing_port() as port:
         channel = SmtpChannel(host="127.0.0.1", port=port, starttls=False, sender=SENDER)
-        with pytest.raises(TransientChannelError, match=f"127.0.0.1:{port}"):
+        with pytest.raises(TransientChannelError, match=f"127.0.0.1:{port}") as caught:
             await channel.send(outgoing())
         await channel.close()
+    assert caught.value.outage  # nothing was sent: the attempt does not count against it
 
 
 # -- AUTH --------------------------------------------------------------------------------------

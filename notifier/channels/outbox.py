@@ -32,7 +32,7 @@ class OutboxChannel(Channel):
             async with self._lock:
                 return await asyncio.to_thread(self._write, message)
         except OSError as err:  # a full or read-only disk is worth retrying later
-            raise TransientChannelError(f"outbox not writable: {err}") from err
+            raise TransientChannelError(f"outbox not writable: {err}", outage=True) from err
 
     def _write(self, message: OutgoingMessage) -> SendReceipt:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -328,7 +328,9 @@ def _translate(err: Exception, where: str) -> ChannelError:
         )
     if isinstance(err, aiosmtplib.SMTPResponseException):
         return _by_code(err.code, f"{where} answered {err.code} {_scrub(err.message)}")
-    if isinstance(err, OSError):  # refused, reset, timed out, SMTPServerDisconnected
+    if isinstance(err, aiosmtplib.SMTPConnectError):  # refused, unreachable: nothing sent
+        return TransientChannelError(f"cannot talk to {where}: {err}", outage=True)
+    if isinstance(err, OSError):  # reset, timed out, SMTPServerDisconnected
         return TransientChannelError(f"cannot talk to {where}: {err}")
     if isinstance(err, aiosmtplib.SMTPException):  # no STARTTLS or AUTH offered: set-up
         return PermanentChannelError(f"{where}: {err.message}; {_SETTINGS_HINT['setup']}")

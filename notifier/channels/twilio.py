@@ -330,12 +330,14 @@ def _translate(err: TwilioException, headers: Mapping[str, str]) -> ChannelError
         return OptedOutError("recipient replied STOP to this sender", code=str(code))
     if status == 429 or code == _RATE_LIMITED or status >= 500:
         retry_after = retry_after_seconds(headers.get("Retry-After"))
-        return TransientChannelError(text, code=_code(code), retry_after=retry_after)
+        return TransientChannelError(
+            text, code=_code(code), retry_after=retry_after, outage=True
+        )
     if status == 401 or code == _AUTHENTICATION:
         # A wrong or rotated token is the operator's to fix, not the message's fault: keep the
         # messages and retry slowly, so nothing is lost while someone updates the setting.
         message = "Twilio refused the credentials: check NOTIFIER_TWILIO_AUTH_TOKEN"
-        return TransientChannelError(message, code=_code(code), retry_after=300)
+        return TransientChannelError(message, code=_code(code), retry_after=300, outage=True)
     if code in _PERMANENT_REASONS:
         return PermanentChannelError(f"Twilio: {_PERMANENT_REASONS[code]}", code=str(code))
     return PermanentChannelError(text, code=_code(code))
@@ -358,7 +360,7 @@ def _unreachable(err: Exception, timeout: float) -> TransientChannelError:
         return TransientChannelError(
             f"no answer from Twilio within {timeout:g}s; it may have sent the message"
         )
-    return TransientChannelError(f"cannot reach Twilio: {type(err).__name__}: {err}")
+    return TransientChannelError(f"cannot reach Twilio: {type(err).__name__}: {err}", outage=True)
 
 
 # -- delivery receipts (status callbacks) ---------------------------------------------------
