@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     quick = args.quick
     runs = [
-        ["http_ingest.py", "--duration", "4" if quick else "10", "--rounds", "1" if quick else "3"],
+        ["http_ingest.py", "--duration", "4" if quick else "10"],
         ["embedded_ingest.py", "--events", "6000" if quick else "30000"],
         ["dispatch_throughput.py", "--sms", "1000" if quick else "5000",
          "--email", "300" if quick else "2000"],
