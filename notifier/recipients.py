@@ -62,12 +62,15 @@ def _strip_trunk(text: str) -> str:
 
 
 def email(raw: str | None) -> Recipient:
+    """Checked, and lowercased: mail systems treat addresses without regard to case, so one
+    customer written ``Priya@Example.com`` in one order and ``priya@example.com`` in the next
+    is one recipient, and an unsubscribe or preference covers both."""
     text = (raw or "").strip()
     if not text:
         return Recipient(address=None, masked="", reason="no email")
     if not _EMAIL.match(text):
         return Recipient(address=None, masked=mask_email(text), reason="invalid email")
-    return Recipient(address=text, masked=mask_email(text))
+    return Recipient(address=text.lower(), masked=mask_email(text.lower()))
 
 
 def mask_phone(value: str) -> str:

@@ -289,3 +289,16 @@ def test_preferences_need_the_token(api: TestClient) -> None:
     body = {"phone": PHONE, "channels": {"sms": False}}
     assert api.put("/preferences", json=body).status_code == 401
     assert api.post("/preferences/lookup", json={"phone": PHONE}).status_code == 401
+
+
+async def test_an_email_opt_out_covers_the_address_however_it_is_capitalised(
+    notifier: Notifier,
+) -> None:
+    """One customer, written differently in two orders: the preference set for one spelling
+    stops email to the other."""
+    at = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
+    await notifier.register_shipment(registration(email="Priya.Sharma@Example.COM"))
+    notifier.queue.suppress("email", "priya.sharma@example.com", "preference", now=at)
+    outcome = await notifier.handle_webhook(webhook(code=6, at=at))
+    email = next(s for s in outcome.notifications if s.channel == "email")
+    assert (email.status, email.reason) == ("skipped", "opted out: preference")

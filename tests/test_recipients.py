@@ -50,6 +50,7 @@ def test_other_regions_when_configured() -> None:
     ("raw", "address", "reason"),
     [
         ("priya@example.com", "priya@example.com", ""),
+        (" Priya.Sharma@Example.COM ", "priya.sharma@example.com", ""),
         ("", None, "no email"),
         ("priya@", None, "invalid email"),
         ("a b@example.com", None, "invalid email"),

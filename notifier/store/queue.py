@@ -20,7 +20,7 @@ from sqlalchemy import select as sql_select
 from sqlalchemy import update as sql_update
 from sqlmodel import Session, col, select
 
-from notifier.events import PENDING_STATUSES, NotificationStatus
+from notifier.events import PENDING_STATUSES, ChannelKind, NotificationStatus
 from notifier.store.database import Database
 from notifier.store.models import Attempt, Event, Notification, Shipment, Suppression
 
@@ -160,6 +160,7 @@ class Queue:
         """Record that ``address`` wants nothing more on ``channel``; pending sends to it stop."""
         from notifier.store.repository import insert_ignore
 
+        address = _addressed(channel, address)
         values = {"channel": channel, "address": address, "reason": reason, "created_at": now}
         with self.db.write() as session:
             insert_ignore(session, Suppression, values, "channel", "address")
@@ -177,6 +178,7 @@ class Queue:
 
     def unsuppress(self, channel: str, address: str) -> bool:
         """Lift a suppression (START, a preference set back); False when there was none."""
+        address = _addressed(channel, address)
         with self.db.write() as session:
             gone = session.execute(
                 sql_delete(Suppression)
@@ -292,6 +294,11 @@ def _jobs(session: Session, ids: list[int], *, claimed_at: datetime) -> list[Job
         )
         for row in rows
     ]
+
+
+def _addressed(channel: str, address: str) -> str:
+    """Email addresses are kept lowercased, as planning writes them (recipients.email)."""
+    return address.lower() if channel == ChannelKind.EMAIL.value else address
 
 
 def _required(value: _T | None) -> _T:
