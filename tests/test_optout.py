@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
+from pathlib import Path
 
 import pytest
 from conftest import Clock, registration, webhook
@@ -15,6 +16,7 @@ from twilio.request_validator import RequestValidator
 
 from notifier import Notifier, Settings
 from notifier.channels import Channel, OutgoingMessage, SendReceipt
+from notifier.channels.outbox import OutboxChannel
 from notifier.channels.smtp_email import SmtpChannel
 from notifier.errors import ConfigurationError, InputError
 from notifier.events import ChannelKind
@@ -302,3 +304,19 @@ async def test_an_email_opt_out_covers_the_address_however_it_is_capitalised(
     outcome = await notifier.handle_webhook(webhook(code=6, at=at))
     email = next(s for s in outcome.notifications if s.channel == "email")
     assert (email.status, email.reason) == ("skipped", "opted out: preference")
+
+
+async def test_the_outbox_email_carries_the_same_unsubscribe_headers(tmp_path: Path) -> None:
+    """The outbox writes the message SMTP would send, unsubscribe headers included."""
+    outbox = OutboxChannel(ChannelKind.EMAIL, tmp_path)
+    message = OutgoingMessage(
+        notification_id=7, channel=ChannelKind.EMAIL, to="Priya@Example.com",
+        subject="आपका ऑर्डर", text="Hi\n", html="<p>Hi</p>",
+        message_id="<notification.7@acme.example>", unsubscribe_url="https://acme.example/u/t",
+    )  # fmt: skip
+    await outbox.send(message)
+    mail = message_from_bytes((tmp_path / "email" / "7.eml").read_bytes(), policy=policy.default)
+    assert mail["List-Unsubscribe"] == "<https://acme.example/u/t>"
+    assert mail["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert str(mail["Subject"]) == "आपका ऑर्डर" and mail["Date"] is not None
+    assert {p.get_content_type() for p in mail.walk()} >= {"text/plain", "text/html"}

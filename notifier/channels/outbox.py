@@ -12,11 +12,11 @@ import contextlib
 import json
 import os
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from pathlib import Path
 
 from notifier.channels.base import Channel, OutgoingMessage, SendReceipt
-from notifier.errors import TransientChannelError
+from notifier.channels.smtp_email import compose
+from notifier.errors import PermanentChannelError, TransientChannelError
 from notifier.events import ChannelKind
 
 
@@ -33,6 +33,8 @@ class OutboxChannel(Channel):
                 return await asyncio.to_thread(self._write, message)
         except OSError as err:  # a full or read-only disk is worth retrying later
             raise TransientChannelError(f"outbox not writable: {err}", outage=True) from err
+        except ValueError as err:  # e.g. a line break in a header: this message, for good
+            raise PermanentChannelError(f"cannot build the email: {err}") from err
 
     def _write(self, message: OutgoingMessage) -> SendReceipt:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -49,18 +51,12 @@ class OutboxChannel(Channel):
         return SendReceipt(provider_id=f"outbox:{self.kind.value}:{message.notification_id}")
 
     def _write_email(self, message: OutgoingMessage) -> SendReceipt:
-        mail = EmailMessage()
-        mail["From"] = self.sender
-        mail["To"] = message.to
-        mail["Subject"] = message.subject or ""
-        mail["Message-ID"] = message.message_id
-        mail.set_content(message.text)
-        if message.html:
-            mail.add_alternative(message.html, subtype="html")
+        """The .eml is the message SMTP would send, headers and all (smtp_email.compose)."""
+        mail = compose(message, sender=self.sender)
         folder = self.directory / "email"
         folder.mkdir(exist_ok=True)
         path = folder / f"{message.notification_id}.eml"
-        _replace(path, bytes(mail))
+        _replace(path, mail.as_bytes())
         return SendReceipt(provider_id=f"outbox:{path.name}")
 
 
