@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import multiprocessing
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,23 +33,10 @@ from common import ROOT, bulk_register, registration, settings, webhook
 
 sys.path.insert(0, str(ROOT / "tests"))
 
+from sms_throughput import fake_twilio
 from twilio_server import ACCOUNT_SID, AUTH_TOKEN
 
 from notifier.app import Notifier
-
-
-@contextlib.contextmanager
-def twilio_process() -> Iterator[str]:
-    child = subprocess.Popen(
-        [sys.executable, str(ROOT / "tests" / "twilio_server.py"), "--port", "0"],
-        stdout=subprocess.PIPE, text=True,
-    )  # fmt: skip
-    try:
-        assert child.stdout is not None
-        yield child.stdout.readline().split()[-1]
-    finally:
-        child.terminate()
-        child.wait(timeout=10)
 
 
 def _smtp_serve(pipe: Connection) -> None:
@@ -126,7 +112,7 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="notifier-dispatch-"))
     try:
         if args.sms:
-            with twilio_process() as twilio_url:
+            with fake_twilio("process") as twilio_url:
                 run("sms", args.sms, "email", workdir, twilio_api_base=twilio_url,
                     twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
                     twilio_from="+15005550006")  # fmt: skip

@@ -9,6 +9,7 @@ import shutil
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
+from typing import Any
 
 from conftest import ROOT, Clock, registration, webhook
 
@@ -100,27 +101,9 @@ async def test_gives_up_after_the_maximum_attempts(
     settings: Settings, clock: Clock, tmp_path: Path
 ) -> None:
     failures: list[Exception] = [TransientChannelError("timeout") for _ in range(10)]
-    sms = ScriptedChannel(ChannelKind.SMS, failures)
-    rules = tmp_path / "rules.yaml"
-    text = (
-        (ROOT / "rules.yaml")
-        .read_text()
-        .replace("  phone_region: IN\n", "  phone_region: IN\n  retry: {max_attempts: 3}\n")
-    )
-    rules.write_text(text)
-    limited = settings.model_copy(update={"rules": rules})
-    async with Notifier(
-        limited, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
-    ) as n:
-        await n.register_shipment(registration())
-        clock.now = T0
-        await n.handle_webhook(webhook(code=8, at=T0))
-        for _ in range(4):
-            await n.dispatch_due()
-            clock.advance(hours=2)
-        [row] = await n.notifications(channel="sms")
-        assert row["status"] == "failed" and row["attempts"] == 3
-        assert row["reason"] == "gave up after 3 attempts: timeout"
+    row, _ = await retried_sms(settings, clock, tmp_path, failures, rounds=4)
+    assert row["status"] == "failed" and row["attempts"] == 3
+    assert row["reason"] == "gave up after 3 attempts: timeout"
 
 
 async def test_a_provider_outage_does_not_use_up_the_attempts(
@@ -128,8 +111,20 @@ async def test_a_provider_outage_does_not_use_up_the_attempts(
 ) -> None:
     """SMTP down or Twilio answering 5xx for longer than max_attempts retries take: the
     message waits the outage out (within max_age) instead of ending failed."""
-    down = [TransientChannelError("cannot reach Twilio", outage=True) for _ in range(6)]
-    sms = ScriptedChannel(ChannelKind.SMS, down)
+    down: list[Exception] = [
+        TransientChannelError("cannot reach Twilio", outage=True) for _ in range(6)
+    ]
+    row, outcomes = await retried_sms(settings, clock, tmp_path, down, rounds=8)
+    assert row["status"] == "sent" and row["attempts"] == 7
+    assert outcomes == ["transient"] * 6 + ["sent"]
+
+
+async def retried_sms(
+    settings: Settings, clock: Clock, tmp_path: Path, failures: list[Exception], *, rounds: int
+) -> tuple[dict[str, Any], list[str]]:
+    """A delivered update's SMS through a channel that fails as told, with rules allowing 3
+    attempts, dispatched ``rounds`` times two hours apart: its log row and attempt outcomes."""
+    sms = ScriptedChannel(ChannelKind.SMS, failures)
     rules = tmp_path / "rules.yaml"
     text = (ROOT / "rules.yaml").read_text()
     rules.write_text(
@@ -142,13 +137,11 @@ async def test_a_provider_outage_does_not_use_up_the_attempts(
         await n.register_shipment(registration())
         clock.now = T0
         await n.handle_webhook(webhook(code=8, at=T0))
-        for _ in range(8):
+        for _ in range(rounds):
             await n.dispatch_due()
             clock.advance(hours=2)
         [row] = await n.notifications(channel="sms")
-        assert row["status"] == "sent" and row["attempts"] == 7
-        outcomes = [a.outcome for a in n.queue.attempts(row["id"])]
-        assert outcomes == ["transient"] * 6 + ["sent"]
+        return row, [a.outcome for a in n.queue.attempts(row["id"])]
 
 
 async def test_a_message_too_old_to_matter_expires(notifier: Notifier, clock: Clock) -> None:
