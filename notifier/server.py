@@ -262,18 +262,12 @@ def _optout_routes(app: FastAPI, settings: Settings) -> None:
 
     @app.post("/preferences/lookup", openapi_extra=_schema_body(optout.CONTACT_SCHEMA))
     async def preferences(request: Request) -> dict[str, Any]:
-        _api_allowed(request, settings)
-        engine = _engine(request)
-        body = parse_json_object(await _body(request, settings))
-        addresses = optout.contact_addresses(body, region=engine.rules.defaults.phone_region)
+        engine, _, addresses = await _contact(request, settings)
         return await _preferences_view(engine, addresses)
 
     @app.put("/preferences", openapi_extra=_schema_body(optout.PREFERENCES_SCHEMA))
     async def set_preferences(request: Request) -> dict[str, Any]:
-        _api_allowed(request, settings)
-        engine = _engine(request)
-        body = parse_json_object(await _body(request, settings))
-        addresses = optout.contact_addresses(body, region=engine.rules.defaults.phone_region)
+        engine, body, addresses = await _contact(request, settings)
         for kind, allowed in optout.channel_choices(body).items():
             if kind not in addresses:
                 field = "email" if kind is ChannelKind.EMAIL else "phone"
@@ -288,6 +282,17 @@ def _optout_routes(app: FastAPI, settings: Settings) -> None:
 
 
 EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
+
+
+async def _contact(
+    request: Request, settings: Settings
+) -> tuple[Notifier, dict[str, Any], dict[ChannelKind, str]]:
+    """A preferences request, behind the API token: the engine, the JSON body, and the phone
+    and email it names, normalised as the delivery log stores them."""
+    _api_allowed(request, settings)
+    engine = _engine(request)
+    body = parse_json_object(await _body(request, settings))
+    return engine, body, optout.contact_addresses(body, region=engine.rules.defaults.phone_region)
 
 
 async def _unsubscribing(request: Request, token: str) -> tuple[str, str]:
