@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -393,8 +394,56 @@ def _join(path: str, key: str) -> str:
     return f"{path}.{key}" if path else key
 
 
+class _Irregular(Exception):
+    """Raised while decoding on the fast path: the careful one must look, and say where."""
+
+
+def _strict_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        raise _Irregular
+    return data
+
+
+def _irregular(_: str) -> float:
+    raise _Irregular
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400
+        raise _Irregular
+    return value
+
+
+#: An escaped NUL or UTF-16 surrogate (``\u0000``, ``\ud800``…): text :func:`_check_text`
+#: must see. Raw ones cannot occur in an ASCII body.
+_SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89abAB])")
+
+
+def _decode_plain(body: bytes | str) -> dict[str, Any] | None:
+    """The usual body, decoded without walking it. An ASCII JSON object, shallow enough, with
+    no escaped NUL or surrogate, no repeated key and no NaN or overflowing number holds nothing
+    :func:`_check_tree` refuses. None for anything else: it takes the careful path, which
+    finds the problem and names its field."""
+    if not body.isascii():
+        return None
+    text = body.decode("ascii") if isinstance(body, bytes) else body
+    if text.count("{") + text.count("[") > MAX_DEPTH or _SUSPECT_ESCAPE.search(text):
+        return None
+    try:
+        data = json.loads(
+            text, object_pairs_hook=_strict_object, parse_constant=_irregular, parse_float=_finite
+        )
+    except (_Irregular, ValueError, RecursionError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def _load(body: Body) -> dict[str, Any]:
     """Decode a body into the dict every parser starts from; anything else is a "body" error."""
+    if not isinstance(body, Mapping) and (plain := _decode_plain(body)) is not None:
+        return plain
     data: object = dict(body) if isinstance(body, Mapping) else _decode(body)
     if not isinstance(data, dict):
         raise InputError(f"expected a JSON object, got {type(data).__name__}", field="body")
