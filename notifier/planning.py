@@ -16,7 +16,7 @@ Pending messages of an earlier stage are superseded (cancelled) by a later one.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 
 from notifier import recipients
@@ -108,33 +108,26 @@ def plan(
     stale = _staleness(trigger, info, shipment)
     if stale:
         return Plan(verdict=stale, advance=False)
-    stage = info.stage if info.stage is not None else shipment.stage
-    state = "terminal" if info.terminal else "active"
-    moved = Plan(
-        verdict="",
+    rule = first_match(rules.rules, _facts(update, shipment))
+    planned: tuple[PlannedNotification, ...] = ()
+    if rule is None:
+        verdict = f"no rule for {info.name} ({trigger.code})"
+    else:
+        verdict = f"rule {rule.name} matched {info.name} ({trigger.code})"
+        window = rules.defaults.quiet_hours if quiet_hours == "rules" else quiet_hours
+        assert not isinstance(window, str)
+        planned = tuple(
+            _plan_send(send, rule, update, shipment, rules, now=now, window=window)
+            for send in rule.send
+        )
+    return Plan(
+        verdict=verdict,
         advance=True,
-        stage=stage,
+        stage=info.stage if info.stage is not None else shipment.stage,
         status_code=trigger.code,
         status_at=trigger.timestamp,
-        state=state,
-    )
-    rule = first_match(rules.rules, _facts(update, shipment))
-    if rule is None:
-        return replace(
-            moved,
-            verdict=f"no rule for {info.name} ({trigger.code})",
-            supersede=_supersede(trigger, info, ()),
-        )
-    window = rules.defaults.quiet_hours if quiet_hours == "rules" else quiet_hours
-    assert not isinstance(window, str)
-    planned = tuple(
-        _plan_send(send, rule, update, shipment, rules, now=now, window=window)
-        for send in rule.send
-    )
-    return replace(
-        moved,
-        verdict=f"rule {rule.name} matched {info.name} ({trigger.code})",
-        rule=rule.name,
+        state="terminal" if info.terminal else "active",
+        rule=rule.name if rule else None,
         notifications=planned,
         supersede=_supersede(trigger, info, planned),
     )
@@ -177,11 +170,12 @@ def dedup_key(shipment_id: int, rule: Rule, channel: ChannelKind, trigger: Scan)
 
     A day is the scan's calendar date as Clickpost wrote it (its zone label is unreliable).
     """
-    scope = {
-        Repeat.ONCE: "once",
-        Repeat.PER_ATTEMPT: f"attempt {trigger.code}@{trigger.wall_clock}",
-        Repeat.PER_DAY: f"day {trigger.timestamp.date().isoformat()}",
-    }[rule.repeat]
+    if rule.repeat is Repeat.ONCE:
+        scope = "once"
+    elif rule.repeat is Repeat.PER_ATTEMPT:
+        scope = f"attempt {trigger.code}@{trigger.wall_clock}"
+    else:
+        scope = f"day {trigger.timestamp.date().isoformat()}"
     return f"{shipment_id}:{rule.name}:{channel.value}:{scope}"
 
 
