@@ -113,9 +113,8 @@ def record_updates(
     }
     for wave in _waves([items[i] for i in order if i in items]):
         _find_shipments(conn, wave)
-        _touch_shipments(conn, [x for x in wave if x.shipment is not None], now)
         plan_and_record(conn, [x for x in wave if x.shipment is not None], decide, now=now,
-                        rules_version=rules_version)  # fmt: skip
+                        rules_version=rules_version, heard=True)  # fmt: skip
     _finish_events(conn, items.values())
     return [_outcome(items[i]) if i in items else DUPLICATE for i in range(len(updates))]
 
@@ -138,16 +137,26 @@ def evaluate(
 
 
 def plan_and_record(
-    conn: Connection, wave: Sequence[_Item], decide: Decide, *, now: datetime, rules_version: str
+    conn: Connection,
+    wave: Sequence[_Item],
+    decide: Decide,
+    *,
+    now: datetime,
+    rules_version: str,
+    heard: bool = False,
 ) -> None:
     """Plan each item (one per shipment), move the shipments on, cancel what the new stages
-    supersede, and insert the planned notifications, skipping opted-out recipients."""
+    supersede, and insert the planned notifications, skipping opted-out recipients. ``heard``:
+    the updates just came from Clickpost, so each shipment records that it heard from it now
+    (polling then leaves it alone a while), in the same statement when it moves on."""
     for item in wave:
         assert item.shipment is not None
         item.plan = decide(item.shipment, item.update)
     advancing = [x for x in wave if x.plan is not None and x.plan.advance]
     if advancing:
-        conn.execute(_advance_statement(), [_advance_values(x, now) for x in advancing])
+        conn.execute(_advance_statement(heard), [_advance_values(x, now) for x in advancing])
+    if heard:
+        _touch_shipments(conn, [x for x in wave if x.plan is not None and not x.plan.advance], now)
     _supersede(conn, advancing, now)
     planned = [(x, p) for x in wave if x.plan is not None for p in x.plan.notifications]
     opted_out = _opted_out(conn, [p.recipient for _, p in planned if p.recipient])
@@ -241,18 +250,17 @@ def _touch_shipments(conn: Connection, items: Sequence[_Item], now: datetime) ->
 
 
 @cache
-def _advance_statement() -> Any:
-    return (
-        update(SHIPMENT)
-        .where(SHIPMENT.c.id == bindparam("sid"))
-        .values(
-            stage=bindparam("stage"),
-            status_code=bindparam("status_code"),
-            status_at=bindparam("status_at"),
-            state=bindparam("state"),
-            updated_at=bindparam("now"),
-        )
-    )
+def _advance_statement(heard: bool) -> Any:
+    values: dict[str, Any] = {
+        "stage": bindparam("stage"),
+        "status_code": bindparam("status_code"),
+        "status_at": bindparam("status_at"),
+        "state": bindparam("state"),
+        "updated_at": bindparam("now"),
+    }
+    if heard:
+        values["last_event_at"] = bindparam("now")
+    return update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(values)
 
 
 def _advance_values(item: _Item, now: datetime) -> dict[str, Any]:
