@@ -1,0 +1,76 @@
+"""How values reach the database and come back: times as aware UTC, JSON exactly.
+
+The ingest path binds its times and JSON through faster routes than SQLAlchemy's own (one-step
+UTC text on SQLite, orjson); these tests hold them to what the slower routes did, on whichever
+database the suite runs against.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from conftest import Clock, dumps, registration, webhook
+from sqlalchemy import DateTime, select, text
+from sqlalchemy.dialects import sqlite
+
+from notifier import Notifier
+from notifier.store.database import Database
+from notifier.store.models import Event, UtcDateTime
+
+IST = timezone(timedelta(hours=5, minutes=30))
+
+
+def test_sqlite_text_is_what_sqlalchemy_wrote() -> None:
+    """Rows written before keep comparing and sorting with rows written now."""
+    ours = UtcDateTime().bind_processor(sqlite.dialect())
+    theirs = DateTime().dialect_impl(sqlite.dialect()).bind_processor(sqlite.dialect())
+    assert ours is not None and theirs is not None
+    for at in (
+        datetime(2026, 11, 27, 7, 5, 48, 210074, tzinfo=UTC),
+        datetime(2026, 11, 27, 7, 5, 48, tzinfo=UTC),  # no microseconds: still written out
+        datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC),
+    ):
+        assert ours(at) == theirs(at.replace(tzinfo=None))
+    assert ours(datetime(2026, 11, 27, 12, 35, tzinfo=IST)) == "2026-11-27 07:05:00.000000"
+
+
+def test_sqlite_reads_every_stored_form_as_aware_utc() -> None:
+    read = UtcDateTime().result_processor(sqlite.dialect(), None)
+    assert read is not None
+    expected = datetime(2026, 11, 27, 7, 5, tzinfo=UTC)
+    assert read("2026-11-27 07:05:00.000000") == expected
+    assert read("2026-11-27 07:05:00") == expected  # SQLite's CURRENT_TIMESTAMP form
+    assert read("2026-11-27 12:35:00+05:30") == expected
+    assert all(read(t).tzinfo is UTC for t in ("2026-11-27 07:05:00.000000", "2026-11-27"))
+    assert read(None) is None
+
+
+def test_a_naive_time_is_refused() -> None:
+    bind = UtcDateTime().bind_processor(sqlite.dialect())
+    assert bind is not None
+    with pytest.raises(ValueError, match="aware"):
+        bind(datetime(2026, 11, 27, 7, 5))
+
+
+async def test_times_and_raw_bodies_come_back_exactly(notifier: Notifier, clock: Clock) -> None:
+    """A scan in India's zone comes back as the same instant in UTC; a body's 30-digit number
+    and non-ASCII text come back unchanged (orjson would read the number as a float)."""
+    await notifier.register_shipment(dumps(registration()))
+    body = webhook(at=datetime(2026, 11, 26, 11, 0, tzinfo=IST))
+    body["additional"]["big"] = 123456789012345678901234567890
+    body["location"] = "Bengaluru — Hub 7, ಬೆಂಗಳೂರು"
+    outcome = await notifier.handle_webhook(dumps(body))
+    db: Database = notifier.db
+    with db.reader.connect() as conn:
+        row = conn.execute(select(Event.__table__).where(Event.__table__.c.id == outcome.event_id))
+        event = row.one()._mapping
+        assert event["scan_at"] == datetime(2026, 11, 26, 5, 30, tzinfo=UTC)
+        assert event["scan_at"].tzinfo is not None
+        assert event["received_at"] == clock.now
+        assert event["raw"]["additional"]["big"] == 123456789012345678901234567890
+        assert event["raw"]["location"] == "Bengaluru — Hub 7, ಬೆಂಗಳೂರು"
+        if db.is_sqlite:
+            stored = conn.execute(text("SELECT scan_at FROM event WHERE id = :i"),
+                                  {"i": outcome.event_id}).scalar_one()  # fmt: skip
+            assert stored == "2026-11-26 05:30:00.000000"
