@@ -440,8 +440,11 @@ def _decode_plain(body: bytes | str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _load(body: Body) -> dict[str, Any]:
-    """Decode a body into the dict every parser starts from; anything else is a "body" error."""
+def _load(body: Body, *, stored: bool = False) -> dict[str, Any]:
+    """Decode a body into the dict every parser starts from; anything else is a "body" error.
+    ``stored``: a body read back from the store, which passed these checks when it came in."""
+    if stored and isinstance(body, dict):
+        return body
     if not isinstance(body, Mapping) and (plain := _decode_plain(body)) is not None:
         return plain
     data: object = dict(body) if isinstance(body, Mapping) else _decode(body)
@@ -487,13 +490,16 @@ def _validate(model: type[_M], data: object, *where: str) -> _M:
 # --- webhooks -------------------------------------------------------------------------------
 
 
-def parse_webhook(body: Body, *, source: Source = Source.WEBHOOK) -> ShipmentUpdate:
+def parse_webhook(
+    body: Body, *, source: Source = Source.WEBHOOK, stored: bool = False
+) -> ShipmentUpdate:
     """A tracking webhook body (bytes, text or decoded) as a :class:`ShipmentUpdate`.
 
     ``latest`` is ``additional.latest_status`` when present, else the outer scan: Clickpost
     advises triggering messages from latest_status and keeping the outer scan for the record.
+    ``stored``: the body is a dict read back from the store (checked when it came in).
     """
-    raw = _load(body)
+    raw = _load(body, stored=stored)
     hook = _validate(WebhookBody, raw)
     extra = hook.additional
     scan = hook.to_scan()
@@ -536,10 +542,11 @@ def _require_identity(update: ShipmentUpdate) -> None:
 # --- registration ---------------------------------------------------------------------------
 
 
-def parse_registration(body: Body) -> Registration:
+def parse_registration(body: Body, *, stored: bool = False) -> Registration:
     """An awb-register body as a :class:`Registration`. The API ``key`` is dropped, so the
-    merchant's secret never reaches storage through ``raw``."""
-    raw = _load(body)
+    merchant's secret never reaches storage through ``raw``. ``stored``: the body is a dict
+    read back from the store (checked when it came in)."""
+    raw = _load(body, stored=stored)
     reg = _validate(RegistrationBody, raw)
     info, consumer = reg.shipment_info, reg.consumer_details
     return Registration(
