@@ -232,7 +232,9 @@ class Notifier:
         return await asyncio.to_thread(self.log.shipment_detail, cp_id, waybill)
 
     def reload_rules(self) -> RuleSet:
-        """Load the rules again; on error the previous rules stay and the error is raised."""
+        """Load the rules and templates again; on error the previous rules stay and the error
+        is raised."""
+        self.renderer.reload()
         self.rules = load_ruleset(self.settings, self.renderer)
         self.rules_error = None
         self._fingerprint = _fingerprint(self.settings)
@@ -249,6 +251,7 @@ class Notifier:
         if fingerprint == self._fingerprint:
             return False
         self._fingerprint = fingerprint
+        self.renderer.reload()  # templates are the files on disk, as check() reads them
         try:
             problems = [p for p in self.renderer.check() if p.severity == "error"]
             if problems:

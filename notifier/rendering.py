@@ -135,7 +135,9 @@ class Renderer:
             loader=jinja2.FileSystemLoader(self.templates_dir),
             undefined=jinja2.StrictUndefined,
             autoescape=autoescape,
-            auto_reload=True,
+            # Compiled once, not checked against the disk at every render (a stat per
+            # message); the reload job calls reload() when a file changed.
+            auto_reload=False,
             keep_trailing_newline=False,
             trim_blocks=True,
             lstrip_blocks=True,
@@ -146,6 +148,12 @@ class Renderer:
             env.filters[name] = sandbox.guard_filter(name, env.filters[name], self.max_output_chars)
         env.globals["lipsum"] = sandbox.capped_lipsum(env.globals["lipsum"])
         return env
+
+    def reload(self) -> None:
+        """Forget the compiled templates: the next render of each reads its file again."""
+        for env in (self._text_env, self._html_env):
+            if env.cache is not None:
+                env.cache.clear()
 
     def _env_for(self, path: str) -> _Sandbox:
         return self._html_env if path.endswith(".html.j2") else self._text_env
