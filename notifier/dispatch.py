@@ -141,13 +141,9 @@ class Dispatcher:
         except ChannelError as err:  # e.g. the SMTP server is down: every job gets an attempt
             return [await self._failed_send(job, err, {}) for job in jobs]
         try:
-            return list(await asyncio.gather(*(self._guarded(kind, job) for job in jobs)))
+            return list(await asyncio.gather(*(self._send_one(job) for job in jobs)))
         finally:
             await channel.close()
-
-    async def _guarded(self, kind: ChannelKind, job: Job) -> str:
-        async with self._limits[kind]:
-            return await self._send_one(job)
 
     async def _send_one(self, job: Job) -> str:
         if job.suppressed:
@@ -167,9 +163,12 @@ class Dispatcher:
             reason = f"cannot prepare the message: {err}"
             return await self._finish(job, NotificationStatus.FAILED, reason, "permanent")
         facts = _facts(job, rendered)
-        started = time.perf_counter()
         try:
-            receipt = await self.channels[message.channel].send(message)
+            # The slot bounds calls to the provider alone: rendering comes before it, and the
+            # attempt is recorded after it, with the others that end meanwhile (group commit).
+            async with self._limits[message.channel]:
+                started = time.perf_counter()
+                receipt = await self.channels[message.channel].send(message)
         except ChannelError as err:
             self.observe(job.channel, type(err).__name__, time.perf_counter() - started)
             return await self._failed_send(job, err, facts)
@@ -185,8 +184,9 @@ class Dispatcher:
     def _prepare(self, job: Job) -> tuple[OutgoingMessage, Rendered]:
         rules, renderer = self.current()
         kind = ChannelKind(job.channel)
-        registration = parse_registration(job.registration)
-        update = parse_webhook(job.event_raw) if job.event_raw else None
+        # Read back from the store: checked for hostile input when they came in.
+        registration = parse_registration(job.registration, stored=True)
+        update = parse_webhook(job.event_raw, stored=True) if job.event_raw else None
         phone = job.recipient if kind is not ChannelKind.EMAIL else ""
         context = build_context(
             registration=registration, update=update, brand=rules.defaults.brand,

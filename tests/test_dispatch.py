@@ -6,6 +6,7 @@ import asyncio
 import email
 import json
 import shutil
+import time
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
@@ -259,6 +260,35 @@ async def test_opt_out_stops_a_message_already_claimed(notifier: Notifier, clock
     assert (await notifier.dispatch_due()).counts == {"sent": 1}  # the email
     [row] = await notifier.notifications(channel="sms")
     assert (row["status"], row["reason"]) == ("skipped", "opted out: replied STOP")
+
+
+async def test_the_provider_slot_is_free_while_the_attempt_is_recorded(
+    settings: Settings, clock: Clock
+) -> None:
+    """With one slot, the next message goes to the provider while the previous one's attempt
+    is still being written: recording does not hold up sending, and then batches."""
+    sms = ScriptedChannel(ChannelKind.SMS, [])
+    one_slot = settings.model_copy(update={"channel_concurrency": 1})
+    async with Notifier(
+        one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
+    ) as n:
+        clock.now = T0
+        for i in range(3):
+            await n.register_shipment(registration(waybill=f"W{i}"))
+            await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
+        record = n.dispatcher._finishes._commit
+        sent_meanwhile: list[int] = []
+
+        def slow_record(finishes: Any) -> Any:
+            deadline = time.monotonic() + 5
+            while len(sms.sent) < 3 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            sent_meanwhile.append(len(sms.sent))
+            return record(finishes)
+
+        n.dispatcher._finishes._commit = slow_record
+        assert (await n.dispatch_due()).counts == {"sent": 6}  # 3 SMS, 3 emails
+        assert sent_meanwhile[0] == 3
 
 
 class HangingChannel(ScriptedChannel):
