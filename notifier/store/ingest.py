@@ -12,8 +12,8 @@ many webhooks. The result for each update is exactly what storing it alone would
   wave seeing what the one before wrote (its new stage, the notifications it planned), so a
   burst of shipped → delivered in one batch supersedes exactly as if the webhooks came apart.
 
-Statements are SQLAlchemy Core, built once with bound parameters and run with ``executemany``;
-the ORM is not needed on this path.
+Statements are SQLAlchemy Core, built once with bound parameters; the writes go to the driver
+as batches of plain tuples (notifier/store/batch.py). The ORM is not needed on this path.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Table, bindparam, or_, select, update
@@ -30,6 +29,7 @@ from sqlalchemy.sql import Insert
 
 from notifier.events import PENDING_STATUSES, Consumer, NotificationStatus, ShipmentUpdate
 from notifier.planning import Plan, PlannedNotification, ShipmentState
+from notifier.store.batch import Batch
 from notifier.store.models import Event, Notification, Shipment, Suppression
 
 Decide = Callable[[ShipmentState, ShipmentUpdate], Plan]
@@ -153,15 +153,14 @@ def plan_and_record(
         assert item.shipment is not None
         item.plan = decide(item.shipment, item.update)
     advancing = [x for x in wave if x.plan is not None and x.plan.advance]
-    if advancing:
-        conn.execute(_advance_statement(heard), [_advance_values(x, now) for x in advancing])
+    (_ADVANCE_HEARD if heard else _ADVANCE).run(conn, [_advance_values(x, now) for x in advancing])
     if heard:
         _touch_shipments(conn, [x for x in wave if x.plan is not None and not x.plan.advance], now)
     _supersede(conn, advancing, now)
     planned = [(x, p) for x in wave if x.plan is not None for p in x.plan.notifications]
     opted_out = _opted_out(conn, [p.recipient for _, p in planned if p.recipient])
     rows = [_notification_values(x, _unless(opted_out, p), now, rules_version) for x, p in planned]
-    new_ids = _insert_returning(conn, NOTIFICATION, rows, "dedup_key")
+    new_ids = {key: nid for nid, key in _INSERT_NOTIFICATIONS.returning(conn, rows)}
     for (item, planned_one), row in zip(planned, rows, strict=True):
         item.summaries.append(_summary(planned_one, row, new_ids.get(row["dedup_key"])))
 
@@ -176,7 +175,7 @@ def _insert_events(
     Rows go in identity order: two batches holding the same updates (one webhook posted to two
     daemons) then wait for each other in the same order instead of deadlocking."""
     rows = sorted((_event_values(u, now) for u in updates), key=lambda r: r["idempotency_key"])
-    return _insert_returning(conn, EVENT, rows, "idempotency_key")
+    return {key: eid for eid, key in _INSERT_EVENTS.returning(conn, rows)}
 
 
 def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
@@ -242,25 +241,7 @@ def _find_by_reference(
 
 def _touch_shipments(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     """Record that each shipment heard from Clickpost now (polling leaves it alone a while)."""
-    if items:
-        conn.execute(
-            update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(last_event_at=now),
-            [{"sid": x.shipment.id} for x in items if x.shipment is not None],
-        )
-
-
-@cache
-def _advance_statement(heard: bool) -> Any:
-    values: dict[str, Any] = {
-        "stage": bindparam("stage"),
-        "status_code": bindparam("status_code"),
-        "status_at": bindparam("status_at"),
-        "state": bindparam("state"),
-        "updated_at": bindparam("now"),
-    }
-    if heard:
-        values["last_event_at"] = bindparam("now")
-    return update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(values)
+    _TOUCH.run(conn, [{"sid": x.shipment.id, "now": now} for x in items if x.shipment is not None])
 
 
 def _advance_values(item: _Item, now: datetime) -> dict[str, Any]:
@@ -294,15 +275,9 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
         assert item.plan is not None and item.plan.supersede is not None
         if item.plan.supersede.covers(row.channel, row.trigger_at, row.trigger_stage):
             item.cancelled += 1
-            cancel.append({"nid": row.id, "why": item.plan.supersede.reason})
-    if cancel:
-        conn.execute(
-            update(NOTIFICATION)
-            .where(n.id == bindparam("nid"))
-            .values(status=NotificationStatus.CANCELLED.value, reason=bindparam("why"),
-                    updated_at=now),
-            cancel,
-        )  # fmt: skip
+            cancel.append({"nid": row.id, "status": NotificationStatus.CANCELLED.value,
+                           "why": item.plan.supersede.reason, "now": now})  # fmt: skip
+    _CANCEL.run(conn, cancel)
 
 
 def _opted_out(conn: Connection, addresses: list[str]) -> dict[tuple[str, str], str]:
@@ -333,13 +308,7 @@ def _finish_events(conn: Connection, items: Iterable[_Item]) -> None:
         }
         for x in items
     ]
-    if rows:
-        conn.execute(
-            update(EVENT)
-            .where(EVENT.c.id == bindparam("eid"))
-            .values(shipment_id=bindparam("shipment_id"), outcome=bindparam("outcome")),
-            rows,
-        )
+    _FINISH_EVENTS.run(conn, rows)
 
 
 # -- rows and results ---------------------------------------------------------------------------
@@ -351,15 +320,49 @@ def insert_ignoring(table: Table, dialect: str, *conflict: str) -> Insert:
     return insert(table).on_conflict_do_nothing(index_elements=list(conflict))
 
 
-def _insert_returning(
-    conn: Connection, table: Table, rows: list[dict[str, Any]], key: str
-) -> dict[Any, int]:
-    """Insert the rows that do not clash on ``key``; the new ids by key."""
-    if not rows:
-        return {}
-    stmt = insert_ignoring(table, conn.dialect.name, key).returning(table.c.id, table.c[key])
-    result = conn.execute(stmt, rows)
-    return {row[1]: row[0] for row in result}
+def _returning_ids(table: Table, key: str) -> Callable[[str], Any]:
+    """INSERT … ON CONFLICT (key) DO NOTHING RETURNING id, key: the new rows' ids by key."""
+    return lambda dialect: insert_ignoring(table, dialect, key).returning(table.c.id, table.c[key])
+
+
+def _advance(heard: bool) -> Callable[[str], Any]:
+    values: dict[str, Any] = {
+        "stage": bindparam("stage"),
+        "status_code": bindparam("status_code"),
+        "status_at": bindparam("status_at"),
+        "state": bindparam("state"),
+        "updated_at": bindparam("now"),
+    }
+    if heard:
+        values["last_event_at"] = bindparam("now")
+    return lambda _: update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(values)
+
+
+_INSERT_EVENTS = Batch(_returning_ids(EVENT, "idempotency_key"))
+_INSERT_NOTIFICATIONS = Batch(_returning_ids(NOTIFICATION, "dedup_key"))
+_ADVANCE = Batch(_advance(heard=False))
+_ADVANCE_HEARD = Batch(_advance(heard=True))
+_TOUCH = Batch(
+    lambda _: (
+        update(SHIPMENT)
+        .where(SHIPMENT.c.id == bindparam("sid"))
+        .values(last_event_at=bindparam("now"))
+    )
+)
+_CANCEL = Batch(
+    lambda _: (
+        update(NOTIFICATION)
+        .where(NOTIFICATION.c.id == bindparam("nid"))
+        .values(status=bindparam("status"), reason=bindparam("why"), updated_at=bindparam("now"))
+    )
+)
+_FINISH_EVENTS = Batch(
+    lambda _: (
+        update(EVENT)
+        .where(EVENT.c.id == bindparam("eid"))
+        .values(shipment_id=bindparam("shipment_id"), outcome=bindparam("outcome"))
+    )
+)
 
 
 def _state(row: Any) -> ShipmentState:
