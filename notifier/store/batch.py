@@ -34,14 +34,11 @@ class _Compiled:
     sql: str
     names: tuple[str, ...]  # the parameters in the order the driver takes them
     processors: tuple[Processor, ...]
-    positional: bool
     values: str | None  # an INSERT's "(?, ?, …)", to repeat for many rows
 
-    def parameters(self, row: Mapping[str, Any]) -> Any:
+    def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         pairs = zip(self.names, self.processors, strict=True)
-        if self.positional:
-            return tuple(p(row[n]) if p else row[n] for n, p in pairs)
-        return {n: p(row[n]) if p else row[n] for n, p in pairs}
+        return tuple(p(row[n]) if p else row[n] for n, p in pairs)
 
 
 class Batch:
@@ -103,13 +100,14 @@ class Batch:
 def _compile(statement: UpdateBase, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:
     compiled = statement.compile(dialect=dialect, column_keys=list(keys), for_executemany=True)
     assert isinstance(compiled, SQLCompiler)
+    # SQLite's qmark style is positional; other databases only have their names checked.
     names = tuple(compiled.positiontup or ()) if compiled.positional else tuple(compiled.binds)
     missing = set(names) - set(keys)
-    if missing:  # a value fixed in the statement would be fixed at its first compilation
+    if missing:  # the driver gets the rows' values, and only those
         raise ValueError(f"parameters without a value in the rows: {sorted(missing)}")
     processors = tuple(
         compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect) for name in names
     )
     single = getattr(compiled, "insert_single_values_expr", None)
     values = f"({single})" if single else None
-    return _Compiled(compiled.string, names, processors, compiled.positional, values)
+    return _Compiled(compiled.string, names, processors, values)
