@@ -189,15 +189,20 @@ async def test_a_crashed_send_is_claimed_again_after_its_lease(
     assert {r["attempts"] for r in rows} == {2}
 
 
+async def _shipped(n: Notifier, count: int) -> None:
+    """``count`` registered shipments (W0, W1 …), each just out for delivery at T0."""
+    for i in range(count):
+        await n.register_shipment(registration(waybill=f"W{i}"))
+        await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
+
+
 async def test_every_channel_batch_is_opened_once(settings: Settings, clock: Clock) -> None:
     sms = ScriptedChannel(ChannelKind.SMS, [])
     async with Notifier(
         settings, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
     ) as n:
         clock.now = T0
-        for i in range(5):
-            await n.register_shipment(registration(waybill=f"W{i}"))
-            await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
+        await _shipped(n, 5)
         await n.dispatch_due()
         assert sms.opened == 1 and len(sms.sent) == 5
         assert len({m.notification_id for m in sms.sent}) == 5
@@ -273,9 +278,7 @@ async def test_the_provider_slot_is_free_while_the_attempt_is_recorded(
         one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
     ) as n:
         clock.now = T0
-        for i in range(3):
-            await n.register_shipment(registration(waybill=f"W{i}"))
-            await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
+        await _shipped(n, 3)
         record = n.dispatcher._finishes._commit
         sent_meanwhile: list[int] = []
 
@@ -309,9 +312,7 @@ async def test_a_slow_provider_does_not_hold_up_other_channels(
         settings, clock=clock, channels=build_channels(settings) | {ChannelKind.SMS: sms}
     ) as n:
         clock.now = T0
-        for i in range(3):
-            await n.register_shipment(registration(waybill=f"W{i}"))
-            await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
+        await _shipped(n, 3)
         running = asyncio.create_task(n.dispatch_due())
         for _ in range(200):
             if len(await n.notifications(channel="email", status="sent")) == 3:

@@ -8,6 +8,7 @@ stay deferred, so they never wait for a writer.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -123,10 +124,8 @@ def _json_value(data: str | bytes) -> Any:
     SQLite gives text, psycopg bytes."""
     text = data if isinstance(data, str) else bytes(data).decode()
     if _LONG_NUMBER.search(text) is None:
-        try:
+        with contextlib.suppress(orjson.JSONDecodeError):
             return orjson.loads(text)
-        except orjson.JSONDecodeError:
-            pass
     return json.loads(text)
 
 
