@@ -84,6 +84,7 @@ class _Item:
 
     update: ShipmentUpdate
     event_id: int
+    stored_shipment_id: int | None = None  # the event row's, as inserted
     shipment: ShipmentState | None = None
     plan: Plan | None = None
     cancelled: int = 0
@@ -104,12 +105,17 @@ def record_updates(
     first_of: dict[str, int] = {}
     for i in order:
         first_of.setdefault(updates[i].identity, i)
-    fresh = [i for i in order if first_of[updates[i].identity] == i]
-    event_ids = _insert_events(conn, [updates[i] for i in fresh], now)
+    fresh = [updates[i] for i in order if first_of[updates[i].identity] == i]
+    shipment_ids = _shipment_ids(conn, fresh)
+    event_ids = _insert_events(conn, fresh, shipment_ids, now)
     items = {
-        i: _Item(update=updates[i], event_id=event_ids[updates[i].identity])
-        for i in fresh
-        if updates[i].identity in event_ids
+        i: _Item(
+            update=updates[i],
+            event_id=event_ids[updates[i].identity],
+            stored_shipment_id=shipment_ids.get(updates[i].identity),
+        )
+        for i in order
+        if first_of[updates[i].identity] == i and updates[i].identity in event_ids
     }
     for wave in _waves([items[i] for i in order if i in items]):
         _find_shipments(conn, wave)
@@ -158,7 +164,9 @@ def plan_and_record(
         _touch_shipments(conn, [x for x in wave if x.plan is not None and not x.plan.advance], now)
     _supersede(conn, advancing, now)
     planned = [(x, p) for x in wave if x.plan is not None for p in x.plan.notifications]
-    opted_out = _opted_out(conn, [p.recipient for _, p in planned if p.recipient])
+    opted_out = _opted_out(
+        conn, {(p.channel.value, p.recipient) for _, p in planned if p.recipient}
+    )
     rows = [_notification_values(x, _unless(opted_out, p), now, rules_version) for x, p in planned]
     new_ids = {key: nid for nid, key in _INSERT_NOTIFICATIONS.returning(conn, rows)}
     for (item, planned_one), row in zip(planned, rows, strict=True):
@@ -168,13 +176,29 @@ def plan_and_record(
 # -- the steps ----------------------------------------------------------------------------------
 
 
+def _shipment_ids(conn: Connection, updates: Sequence[ShipmentUpdate]) -> dict[str, int]:
+    """The registered shipments' ids by update identity, looked up by courier and waybill
+    without a lock, so each event is inserted with its shipment: setting it afterwards would
+    move the event within the shipment index, a second random write per event in a large
+    database. (Should a shipment be registered in between, the event is given it at the end.)"""
+    by_awb = [u for u in updates if u.waybill and u.cp_id != -1]
+    rows = _by_waybill(conn, by_awb, [SHIPMENT.c.id, SHIPMENT.c.waybill], lock=False)
+    return {u.identity: rows[u.cp_id, u.waybill].id for u in by_awb if (u.cp_id, u.waybill) in rows}
+
+
 def _insert_events(
-    conn: Connection, updates: Sequence[ShipmentUpdate], now: datetime
+    conn: Connection,
+    updates: Sequence[ShipmentUpdate],
+    shipment_ids: dict[str, int],
+    now: datetime,
 ) -> dict[str, int]:
     """The new events' ids by identity; an identity missing from the result was a duplicate.
     Rows go in identity order: two batches holding the same updates (one webhook posted to two
     daemons) then wait for each other in the same order instead of deadlocking."""
-    rows = sorted((_event_values(u, now) for u in updates), key=lambda r: r["idempotency_key"])
+    rows = sorted(
+        (_event_values(u, shipment_ids.get(u.identity), now) for u in updates),
+        key=lambda r: r["idempotency_key"],
+    )
     return {key: eid for eid, key in _INSERT_EVENTS.returning(conn, rows)}
 
 
@@ -204,21 +228,31 @@ def _find_shipments(conn: Connection, wave: Sequence[_Item]) -> None:
     """Each item's shipment, locked for the rest of the transaction (PostgreSQL), in order."""
     columns = [SHIPMENT.c[name] for name in _STATE_COLUMNS]
     by_awb = [x for x in wave if x.update.waybill and x.update.cp_id != -1]
-    found: dict[tuple[int, str], ShipmentState] = {}
-    for cp_id in sorted({x.update.cp_id for x in by_awb}):
-        waybills = sorted({x.update.waybill for x in by_awb if x.update.cp_id == cp_id})
+    found = _by_waybill(conn, [x.update for x in by_awb], columns, lock=True)
+    for item in by_awb:
+        row = found.get((item.update.cp_id, item.update.waybill))
+        item.shipment = _state(row._mapping) if row is not None else None
+    for item in wave:
+        if not item.update.waybill or item.update.cp_id == -1:
+            item.shipment = _find_by_reference(conn, item.update, columns)
+
+
+def _by_waybill(
+    conn: Connection, updates: Sequence[ShipmentUpdate], columns: list[Any], *, lock: bool
+) -> dict[tuple[int, str], Any]:
+    """The shipments of these updates by (courier, waybill): ``columns`` (waybill among them)
+    of each row found, locked in that order (PostgreSQL) when ``lock``."""
+    found: dict[tuple[int, str], Any] = {}
+    for cp_id in sorted({u.cp_id for u in updates}):
+        waybills = sorted({u.waybill for u in updates if u.cp_id == cp_id})
         query = (
             select(*columns)
             .where(SHIPMENT.c.cp_id == cp_id, SHIPMENT.c.waybill.in_(waybills))
             .order_by(SHIPMENT.c.waybill)
-            .with_for_update()
         )
-        found |= {(cp_id, r.waybill): _state(r._mapping) for r in conn.execute(query)}
-    for item in by_awb:
-        item.shipment = found.get((item.update.cp_id, item.update.waybill))
-    for item in wave:
-        if not item.update.waybill or item.update.cp_id == -1:
-            item.shipment = _find_by_reference(conn, item.update, columns)
+        rows = conn.execute(query.with_for_update() if lock else query)
+        found |= {(cp_id, r.waybill): r for r in rows}
+    return found
 
 
 def _find_by_reference(
@@ -260,15 +294,14 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     if not superseding:
         return
     n = NOTIFICATION.c
-    # By shipment alone, the status checked here: with the status in the query, SQLite picks
-    # the due-queue index and reads every pending row of every shipment (a whole sale day's).
-    rows = conn.execute(
-        select(n.id, n.shipment_id, n.status, n.channel, n.trigger_at, n.trigger_stage)
-        .where(n.shipment_id.in_(superseding))
+    # Answered from ix_notification_shipment_status: the rows of messages already sent or
+    # cancelled are never read, however many a shipment has.
+    pending = conn.execute(
+        select(n.id, n.shipment_id, n.channel, n.trigger_at, n.trigger_stage)
+        .where(n.shipment_id.in_(superseding), n.status.in_(_PENDING))
         .order_by(n.id)
         .with_for_update()
     )
-    pending = [r for r in rows if r.status in PENDING_STATUSES]
     cancel = []
     for row in pending:
         item = superseding[row.shipment_id]
@@ -280,13 +313,17 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     _CANCEL.run(conn, cancel)
 
 
-def _opted_out(conn: Connection, addresses: list[str]) -> dict[tuple[str, str], str]:
-    """The suppressions (SMS STOP, unsubscribe) that cover any of these recipients."""
-    if not addresses:
+def _opted_out(conn: Connection, recipients: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
+    """The suppressions (SMS STOP, unsubscribe) among these (channel, address) pairs, looked
+    up by the pair's unique index (by address alone, SQLite would read every suppression)."""
+    if not recipients:
         return {}
     s = SUPPRESSION.c
-    rows = conn.execute(select(s.channel, s.address, s.reason).where(s.address.in_(set(addresses))))
-    return {(r.channel, r.address): r.reason for r in rows}
+    channels, addresses = {c for c, _ in recipients}, {a for _, a in recipients}
+    query = select(s.channel, s.address, s.reason).where(
+        s.channel.in_(sorted(channels)), s.address.in_(sorted(addresses))
+    )
+    return {(r.channel, r.address): r.reason for r in conn.execute(query)}
 
 
 def _unless(
@@ -299,16 +336,18 @@ def _unless(
 
 
 def _finish_events(conn: Connection, items: Iterable[_Item]) -> None:
-    """Each event's shipment and its outcome in words, as the log shows it."""
-    rows = [
-        {
-            "eid": x.event_id,
-            "shipment_id": x.shipment.id if x.shipment else None,
-            "outcome": _describe(_outcome(x)),
-        }
-        for x in items
-    ]
-    _FINISH_EVENTS.run(conn, rows)
+    """Each event's outcome in words, as the log shows it, and its shipment where the row
+    does not have it yet (a held update adopted at registration, a lookup by reference)."""
+    same, adopted = [], []
+    for x in items:
+        shipment_id = x.shipment.id if x.shipment else None
+        row = {"eid": x.event_id, "outcome": _describe(_outcome(x))}
+        if shipment_id == x.stored_shipment_id:
+            same.append(row)
+        else:
+            adopted.append(row | {"shipment_id": shipment_id})
+    _FINISH_EVENTS.run(conn, same)
+    _ADOPT_EVENTS.run(conn, adopted)
 
 
 # -- rows and results ---------------------------------------------------------------------------
@@ -338,6 +377,7 @@ def _advance(heard: bool) -> Callable[[str], Any]:
     return lambda _: update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(values)
 
 
+_PENDING = [status.value for status in PENDING_STATUSES]
 _INSERT_EVENTS = Batch(_returning_ids(EVENT, "idempotency_key"))
 _INSERT_NOTIFICATIONS = Batch(_returning_ids(NOTIFICATION, "dedup_key"))
 _ADVANCE = Batch(_advance(heard=False))
@@ -357,6 +397,11 @@ _CANCEL = Batch(
     )
 )
 _FINISH_EVENTS = Batch(
+    lambda _: (
+        update(EVENT).where(EVENT.c.id == bindparam("eid")).values(outcome=bindparam("outcome"))
+    )
+)
+_ADOPT_EVENTS = Batch(
     lambda _: (
         update(EVENT)
         .where(EVENT.c.id == bindparam("eid"))
@@ -386,10 +431,10 @@ def _state(row: Any) -> ShipmentState:
     )
 
 
-def _event_values(update: ShipmentUpdate, now: datetime) -> dict[str, Any]:
+def _event_values(update: ShipmentUpdate, shipment_id: int | None, now: datetime) -> dict[str, Any]:
     return {
         "idempotency_key": update.identity,
-        "shipment_id": None,
+        "shipment_id": shipment_id,
         "cp_id": update.cp_id,
         "waybill": update.waybill,
         "reference_number": update.reference_number,

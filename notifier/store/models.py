@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Column, Dialect, Index, Text, UniqueConstraint
+from sqlalchemy import JSON, Column, Dialect, Index, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 from sqlmodel.sql.sqltypes import UTCDateTime
 
@@ -96,12 +96,22 @@ class Shipment(SQLModel, table=True):
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UtcDateTime)
 
 
+# Only events held for a shipment not registered yet: registration looks them up by waybill.
+# An event of a known shipment is stored with it and never enters this index, which spares
+# ingest a write at a random place in a large index for every update.
+_HELD = text("shipment_id IS NULL")
+
+
 class Event(SQLModel, table=True):
+    __table_args__ = (
+        Index("ix_event_held", "waybill", sqlite_where=_HELD, postgresql_where=_HELD),
+    )
+
     id: int | None = Field(default=None, primary_key=True)
     idempotency_key: str = Field(unique=True)
     shipment_id: int | None = Field(default=None, foreign_key="shipment.id", index=True)
     cp_id: int
-    waybill: str = Field(index=True)
+    waybill: str
     reference_number: str | None = None
     order_id: str | None = None
     source: str = "webhook"
@@ -119,6 +129,9 @@ class Event(SQLModel, table=True):
 class Notification(SQLModel, table=True):
     __table_args__ = (
         Index("ix_notification_due", "status", "due_at"),
+        # A shipment's messages, and of those the pending ones that a new stage may supersede
+        # (ingest reads only those, never the table rows of messages long sent).
+        Index("ix_notification_shipment_status", "shipment_id", "status"),
         # The console's delivery log, newest first, by time range, channel (covering the
         # dashboard's counts per day), status or rule; and its search by recipient.
         Index("ix_notification_created", "created_at", "channel", "status"),
@@ -128,7 +141,7 @@ class Notification(SQLModel, table=True):
     )
 
     id: int | None = Field(default=None, primary_key=True)
-    shipment_id: int = Field(foreign_key="shipment.id", index=True)
+    shipment_id: int = Field(foreign_key="shipment.id")
     event_id: int | None = Field(default=None, foreign_key="event.id")
     rule: str
     channel: str

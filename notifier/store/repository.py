@@ -204,11 +204,11 @@ def _adopt_orphans(session: Session, shipment: Shipment, reg: Registration) -> l
         col(Event.waybill) == "",
         or_(col(Event.order_id).in_(refs), col(Event.reference_number).in_(refs)),
     )
-    orphans = session.exec(
-        select(Event).where(
-            col(Event.shipment_id).is_(None), or_(by_awb, by_ref) if refs else by_awb
-        )
-    ).all()
+    # One query per way of matching: joined by OR, SQLite would read every held event.
+    held = col(Event.shipment_id).is_(None)
+    matches = [by_awb, by_ref] if refs else [by_awb]
+    found = {e.id: e for m in matches for e in session.exec(select(Event).where(held, m)).all()}
+    orphans = sorted(found.values(), key=lambda e: e.id or 0)
     for event in orphans:
         event.shipment_id = shipment.id
         session.add(event)
