@@ -190,6 +190,7 @@ class Notifier:
             now=self.clock(),
             rules_version=self.rules.version,
             forward=self.clickpost is not None,
+            phone_region=self.rules.defaults.phone_region,
         )
 
     async def unregister_shipment(self, body: Body) -> bool:

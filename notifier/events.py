@@ -100,11 +100,25 @@ class ShipmentUpdate:
 
 @dataclass(frozen=True, kw_only=True)
 class Consumer:
-    """The end customer, as the merchant registered them. Phone is raw until planning."""
+    """The end customer, as the merchant registered them. Phone is raw until planning, which
+    takes ``phone_e164`` instead when registration found it textable in the same region: a
+    large shop's customers are too many to remember each check in memory, and phonenumbers'
+    check is the costliest step of planning a message."""
 
     name: str = ""
     phone: str = ""
     email: str = ""
+    phone_e164: str = ""
+    phone_region: str = ""
+
+    @classmethod
+    def stored(cls, consumer: Mapping[str, Any] | None) -> Consumer:
+        """From the shipment's ``consumer`` column (empty once erased)."""
+        c = consumer or {}
+        return cls(
+            name=c.get("name", ""), phone=c.get("phone", ""), email=c.get("email", ""),
+            phone_e164=c.get("phone_e164", ""), phone_region=c.get("phone_region", ""),
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, kw_only=True)

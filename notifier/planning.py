@@ -219,6 +219,8 @@ def _plan_send(
 def _recipient(channel: ChannelKind, consumer: Consumer, region: str) -> recipients.Recipient:
     if channel is ChannelKind.EMAIL:
         return recipients.email(consumer.email)
+    if consumer.phone_e164 and consumer.phone_region == region:
+        return recipients.checked_phone(consumer.phone_e164)
     return recipients.phone(consumer.phone, region=region)
 
 

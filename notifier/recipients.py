@@ -36,6 +36,11 @@ def phone(raw: str | None, *, region: str = "IN") -> Recipient:
     return _phone(raw or "", region)
 
 
+def checked_phone(e164: str) -> Recipient:
+    """A number ``phone`` already found textable and normalised (at registration)."""
+    return Recipient(address=e164, masked=mask_phone(e164))
+
+
 # A shipment's phone is looked at on every update it gets, and phonenumbers' parse and checks
 # are the costliest step of planning one; the answer depends on nothing but these two strings.
 @lru_cache(maxsize=65_536)

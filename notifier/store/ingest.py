@@ -411,7 +411,6 @@ _ADOPT_EVENTS = Batch(
 
 
 def _state(row: Any) -> ShipmentState:
-    consumer = row["consumer"] or {}
     return ShipmentState(
         id=row["id"],
         cp_id=row["cp_id"],
@@ -419,11 +418,7 @@ def _state(row: Any) -> ShipmentState:
         account_code=row["account_code"],
         order_type=row["order_type"],
         delivery_type=row["delivery_type"],
-        consumer=Consumer(
-            name=consumer.get("name", ""),
-            phone=consumer.get("phone", ""),
-            email=consumer.get("email", ""),
-        ),
+        consumer=Consumer.stored(row["consumer"]),
         stage=row["stage"],
         status_code=row["status_code"],
         status_at=row["status_at"],

@@ -15,6 +15,7 @@ from sqlalchemy import and_, or_
 from sqlalchemy import update as sql_update
 from sqlmodel import Session, col, select
 
+from notifier import recipients
 from notifier.errors import StoreUnavailableError
 from notifier.events import (
     PENDING_STATUSES,
@@ -87,14 +88,16 @@ class Store:
         now: datetime,
         rules_version: str,
         forward: bool = False,
+        phone_region: str = "IN",
     ) -> RegistrationOutcome:
         """Upsert the shipment, adopt updates that arrived before it, evaluate the latest once.
 
         With ``forward``, the same body is owed to Clickpost's awb-register, in the same
-        transaction: made afterwards, retried until it succeeds.
+        transaction: made afterwards, retried until it succeeds. ``phone_region``: the rules'
+        region for numbers written without a country code.
         """
         with self.db.write() as session:
-            values = shipment_row(registration, now)
+            values = shipment_row(registration, now, phone_region=phone_region)
             shipment_id = insert_ignore(session, Shipment, values, "cp_id", "waybill")
             created = shipment_id is not None
             if not created:
@@ -167,9 +170,13 @@ def insert_ignore(
     return result
 
 
-def shipment_row(reg: Registration, now: datetime) -> dict[str, Any]:
-    """The shipment table's row for a registration (new, or its new values when it is known)."""
+def shipment_row(reg: Registration, now: datetime, *, phone_region: str = "IN") -> dict[str, Any]:
+    """The shipment table's row for a registration (new, or its new values when it is known).
+    A textable phone is kept in E.164 too, so planning need not check it again."""
     consumer = {"name": reg.consumer.name, "phone": reg.consumer.phone, "email": reg.consumer.email}
+    checked = recipients.phone(reg.consumer.phone, region=phone_region)
+    if checked.address is not None:
+        consumer |= {"phone_e164": checked.address, "phone_region": phone_region}
     return {
         "cp_id": reg.cp_id,
         "waybill": reg.waybill,
@@ -217,7 +224,6 @@ def _adopt_orphans(session: Session, shipment: Shipment, reg: Registration) -> l
 
 
 def state_of(shipment: Shipment) -> ShipmentState:
-    consumer = shipment.consumer or {}
     assert shipment.id is not None
     return ShipmentState(
         id=shipment.id,
@@ -226,11 +232,7 @@ def state_of(shipment: Shipment) -> ShipmentState:
         account_code=shipment.account_code,
         order_type=shipment.order_type,
         delivery_type=shipment.delivery_type,
-        consumer=Consumer(
-            name=consumer.get("name", ""),
-            phone=consumer.get("phone", ""),
-            email=consumer.get("email", ""),
-        ),
+        consumer=Consumer.stored(shipment.consumer),
         stage=shipment.stage,
         status_code=shipment.status_code,
         status_at=shipment.status_at,
