@@ -81,8 +81,8 @@ NOON = datetime(2026, 11, 26, 5, 30, tzinfo=UTC)  # 11:00 IST
 
 def stored_consumer(n: Notifier) -> dict[str, str]:
     with n.db.reader.connect() as conn:
-        (text,) = conn.exec_driver_sql("SELECT consumer FROM shipment").one()
-    return dict(json.loads(text))
+        (value,) = conn.exec_driver_sql("SELECT consumer FROM shipment").one()
+    return dict(json.loads(value) if isinstance(value, str) else value)  # PostgreSQL: a dict
 
 
 async def test_a_phone_checked_at_registration_is_not_checked_again(
