@@ -176,10 +176,18 @@ def test_a_forged_or_edited_cookie_is_no_session(console: Console) -> None:
     session = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
     assert session["r"] == "readonly"
     promoted = base64.urlsafe_b64encode(json.dumps({**session, "r": "admin"}).encode()).decode()
-    console.client.cookies.set(COOKIE, f"{promoted.rstrip('=')}.{signature}", path="/console")
+    (issued,) = [c for c in console.client.cookies.jar if c.name == COOKIE]
+
+    def replace(value: str) -> None:  # the same domain and path: the issued cookie is gone
+        console.client.cookies.set(COOKIE, value, domain=issued.domain, path=issued.path)
+        assert [c.value for c in console.client.cookies.jar if c.name == COOKIE] == [value]
+
+    replace(f"{promoted.rstrip('=')}.{signature}")
     assert console.get("/console").status_code == 303
-    console.client.cookies.set(COOKIE, f"{body}.{signature[:-2]}xx", path="/console")
+    replace(f"{body}.{signature[:-2]}xx")
     assert console.get("/console").status_code == 303
+    replace(f"{body}.{signature}")  # the same jar, the cookie as issued: a session again
+    assert console.get("/console").status_code == 200
     console.client.cookies.set(COOKIE, f"{body}.{signature}", path="/console")
     assert console.get("/console").status_code == 200
 
