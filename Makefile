@@ -34,14 +34,15 @@ chromium:
 	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$sudo apt-get install -y chromium || { $$sudo apt-get update && $$sudo apt-get install -y chromium; }; }
 
-# Every performance figure in one run (about 10 minutes; needs wrk and PostgreSQL on
+# Every performance figure in one run (10-15 minutes; needs wrk and PostgreSQL on
 # 127.0.0.1). `make bench QUICK=1` checks the benchmarks themselves in a couple of minutes.
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk
 	$(BIN)/python benchmarks/run_all.py $(if $(QUICK),--quick)
 
 lint: $(STAMP)
-	$(BIN)/ruff check notifier tests
+	$(BIN)/ruff check notifier tests benchmarks
+	$(BIN)/ruff format --check notifier tests benchmarks
 	$(BIN)/mypy
 
 clean:

@@ -136,8 +136,15 @@ def load(
     step = len(urls)
     shares = [connections // step + (1 if i < connections % step else 0) for i in range(step)]
     procs = [
-        wrk(url, first=i, step=step, count=shipments // step, connections=c, seconds=seconds,
-            spread=spread)
+        wrk(
+            url,
+            first=i,
+            step=step,
+            count=shipments // step,
+            connections=c,
+            seconds=seconds,
+            spread=spread,
+        )
         for i, (url, c) in enumerate(zip(urls, shares, strict=True))
     ]
     results = []

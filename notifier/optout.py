@@ -148,9 +148,7 @@ PREFERENCES_SCHEMA: dict[str, object] = {
 }
 
 
-def contact_addresses(
-    body: Mapping[str, object], *, region: str
-) -> dict[ChannelKind, str]:
+def contact_addresses(body: Mapping[str, object], *, region: str) -> dict[ChannelKind, str]:
     """The addresses a preferences body names (``phone`` and/or ``email``), normalised as the
     delivery log stores them, per channel. InputError names a bad or missing field."""
     found: dict[ChannelKind, str] = {}

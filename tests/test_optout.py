@@ -131,7 +131,9 @@ async def test_every_email_carries_one_click_headers(
 async def test_the_merchants_own_unsubscribe_url_still_wins(
     optin: Settings, clock: Clock, channels: dict[ChannelKind, Recording]
 ) -> None:
-    legacy = optin.model_copy(update={"unsubscribe_url": "https://acme.example/u?n={notification_id}"})
+    legacy = optin.model_copy(
+        update={"unsubscribe_url": "https://acme.example/u?n={notification_id}"}
+    )
     async with Notifier(legacy, clock=clock, channels=channels) as n:
         await ship(n)
         await n.dispatch_due()
@@ -158,7 +160,7 @@ async def test_get_shows_a_button_and_changes_nothing_post_unsubscribes_once(
     assert url is not None
     path = url.removeprefix(PUBLIC)
     page = api.get(path)
-    assert page.status_code == 200 and "<form method=\"post\">" in page.text
+    assert page.status_code == 200 and '<form method="post">' in page.text
     assert "p***@example.com" in page.text and EMAIL not in page.text
     assert engine.queue.suppressions({"email": EMAIL}) == {}  # a scanner's GET did nothing
     for _ in range(2):  # one click (RFC 8058 body), then again: idempotent

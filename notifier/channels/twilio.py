@@ -330,9 +330,7 @@ def _translate(err: TwilioException, headers: Mapping[str, str]) -> ChannelError
         return OptedOutError("recipient replied STOP to this sender", code=str(code))
     if status == 429 or code == _RATE_LIMITED or status >= 500:
         retry_after = retry_after_seconds(headers.get("Retry-After"))
-        return TransientChannelError(
-            text, code=_code(code), retry_after=retry_after, outage=True
-        )
+        return TransientChannelError(text, code=_code(code), retry_after=retry_after, outage=True)
     if status == 401 or code == _AUTHENTICATION:
         # A wrong or rotated token is the operator's to fix, not the message's fault: keep the
         # messages and retry slowly, so nothing is lost while someone updates the setting.
