@@ -18,7 +18,6 @@ import sqlalchemy
 from conftest import Clock, registration, webhook
 
 from notifier import Notifier
-from notifier.store import ingest
 
 NIGHT = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)  # 22:30 IST: quiet hours, messages wait
 
@@ -53,22 +52,28 @@ async def test_an_update_is_written_with_its_shipment_and_only_its_outcome_set_a
     assert outcome.shipment_id == shipment.shipment_id
     updates = [sql for sql, _ in seen if sql.lstrip().upper().startswith("UPDATE EVENT")]
     assert updates and all("shipment_id" not in sql for sql in updates)
+    # the shipment is read once, locked, and that read serves both the event and the planning
+    reads = [sql for sql, _ in seen if sql.lstrip().upper().startswith("SELECT")]
+    assert len([sql for sql in reads if "FROM shipment" in sql]) == 1
     ((waybill, shipment_id, said),) = event_rows(notifier)
     assert (waybill, shipment_id) == ("SF18399217NER", shipment.shipment_id)
     assert said.startswith("stage out_for_delivery") or "sms scheduled" in said
 
 
-async def test_a_shipment_registered_after_the_lookup_is_still_given_to_its_event(
-    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+async def test_an_update_found_by_its_order_reference_is_given_its_shipment(
+    notifier: Notifier,
 ) -> None:
-    """Another daemon may register the shipment between the unlocked lookup and the locked
-    read that plans the update: the event then learns its shipment at the end."""
-    shipment = await notifier.register_shipment(registration())
-    monkeypatch.setattr(ingest, "_shipment_ids", lambda conn, updates: {})
-    outcome = await notifier.handle_webhook(webhook(code=6, at=NIGHT))
+    """Without a waybill, the shipment is found by reference after the event is stored; the
+    event then learns its shipment at the end, with its outcome."""
+    shipment = await notifier.register_shipment(registration(order_id="ORDER-9"))
+    outcome = await notifier.handle_webhook(
+        webhook(waybill="", code=6, at=NIGHT, order_id="ORDER-9")
+    )
     assert outcome.shipment_id == shipment.shipment_id
     assert [s.channel for s in outcome.notifications] == ["sms", "email"]
-    assert [row[1] for row in event_rows(notifier)] == [shipment.shipment_id]
+    ((waybill, shipment_id, said),) = event_rows(notifier)
+    assert (waybill, shipment_id) == ("", shipment.shipment_id)
+    assert "sms scheduled" in said
 
 
 async def test_a_held_update_is_given_its_shipment_at_registration(notifier: Notifier) -> None:

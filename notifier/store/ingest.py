@@ -5,8 +5,9 @@ previous transaction was committing, so one commit, one fsync and a handful of s
 many webhooks. The result for each update is exactly what storing it alone would give:
 
 - concurrent batches (several daemons on one PostgreSQL database) take their locks in the same
-  order, events by identity and shipments by courier and waybill, so they wait for each other
-  instead of deadlocking; a shipment's updates are planned in the order they arrived;
+  order, shipments by courier and waybill and then events by identity (as registration does:
+  the shipment, then its held events), so they wait for each other instead of deadlocking; a
+  shipment's updates are planned in the order they arrived;
 - a repeated update (the same identity twice in one batch, or already stored) is a duplicate;
 - updates for the same shipment are planned in *waves*, one update per shipment per wave, each
   wave seeing what the one before wrote (its new stage, the notifications it planned), so a
@@ -43,6 +44,7 @@ _STATE_COLUMNS = (
     "id", "cp_id", "waybill", "account_code", "order_type", "delivery_type", "consumer", "stage",
     "status_code", "status_at", "state",
 )  # fmt: skip
+_STATE = [SHIPMENT.c[name] for name in _STATE_COLUMNS]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +108,13 @@ def record_updates(
     for i in order:
         first_of.setdefault(updates[i].identity, i)
     fresh = [updates[i] for i in order if first_of[updates[i].identity] == i]
-    shipment_ids = _shipment_ids(conn, fresh)
+    # The shipments named by waybill, locked before anything is written: each event goes in
+    # with its shipment (set afterwards, it would move within the shipment index, a second
+    # random write per event in a large database), and the first wave plans from these rows.
+    located = _by_waybill(conn, [u for u in fresh if _names_waybill(u)], _STATE, lock=True)
+    shipment_ids = {
+        u.identity: located[u.cp_id, u.waybill].id for u in fresh if (u.cp_id, u.waybill) in located
+    }
     event_ids = _insert_events(conn, fresh, shipment_ids, now)
     items = {
         i: _Item(
@@ -117,8 +125,8 @@ def record_updates(
         for i in order
         if first_of[updates[i].identity] == i and updates[i].identity in event_ids
     }
-    for wave in _waves([items[i] for i in order if i in items]):
-        _find_shipments(conn, wave)
+    for number, wave in enumerate(_waves([items[i] for i in order if i in items])):
+        _find_shipments(conn, wave, located if number == 0 else None)
         plan_and_record(conn, [x for x in wave if x.shipment is not None], decide, now=now,
                         rules_version=rules_version, heard=True)  # fmt: skip
     _finish_events(conn, items.values())
@@ -176,16 +184,6 @@ def plan_and_record(
 # -- the steps ----------------------------------------------------------------------------------
 
 
-def _shipment_ids(conn: Connection, updates: Sequence[ShipmentUpdate]) -> dict[str, int]:
-    """The registered shipments' ids by update identity, looked up by courier and waybill
-    without a lock, so each event is inserted with its shipment: setting it afterwards would
-    move the event within the shipment index, a second random write per event in a large
-    database. (Should a shipment be registered in between, the event is given it at the end.)"""
-    by_awb = [u for u in updates if u.waybill and u.cp_id != -1]
-    rows = _by_waybill(conn, by_awb, [SHIPMENT.c.id, SHIPMENT.c.waybill], lock=False)
-    return {u.identity: rows[u.cp_id, u.waybill].id for u in by_awb if (u.cp_id, u.waybill) in rows}
-
-
 def _insert_events(
     conn: Connection,
     updates: Sequence[ShipmentUpdate],
@@ -211,7 +209,7 @@ def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
     floor = 0  # no update goes before a lone one that came earlier
     for item in items:
         u = item.update
-        if not u.waybill or u.cp_id == -1:
+        if not _names_waybill(u):
             waves.append([item])
             floor = len(waves)
             continue
@@ -224,17 +222,27 @@ def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
     return [w for w in waves if w]
 
 
-def _find_shipments(conn: Connection, wave: Sequence[_Item]) -> None:
-    """Each item's shipment, locked for the rest of the transaction (PostgreSQL), in order."""
-    columns = [SHIPMENT.c[name] for name in _STATE_COLUMNS]
-    by_awb = [x for x in wave if x.update.waybill and x.update.cp_id != -1]
-    found = _by_waybill(conn, [x.update for x in by_awb], columns, lock=True)
+def _find_shipments(
+    conn: Connection, wave: Sequence[_Item], located: dict[tuple[int, str], Any] | None = None
+) -> None:
+    """Each item's shipment, locked for the rest of the transaction (PostgreSQL), in order.
+    ``located``: rows already read and locked by courier and waybill that no earlier wave has
+    moved on since."""
+    by_awb = [x for x in wave if _names_waybill(x.update)]
+    if located is None:
+        located = _by_waybill(conn, [x.update for x in by_awb], _STATE, lock=True)
     for item in by_awb:
-        row = found.get((item.update.cp_id, item.update.waybill))
+        row = located.get((item.update.cp_id, item.update.waybill))
         item.shipment = _state(row._mapping) if row is not None else None
     for item in wave:
-        if not item.update.waybill or item.update.cp_id == -1:
-            item.shipment = _find_by_reference(conn, item.update, columns)
+        if not _names_waybill(item.update):
+            item.shipment = _find_by_reference(conn, item.update, _STATE)
+
+
+def _names_waybill(update: ShipmentUpdate) -> bool:
+    """Whether the update names its shipment by courier and waybill (else by its references,
+    or by waybill with any courier: cp_id -1)."""
+    return bool(update.waybill) and update.cp_id != -1
 
 
 def _by_waybill(
