@@ -111,7 +111,7 @@ def record_updates(
     # The shipments named by waybill, locked before anything is written: each event goes in
     # with its shipment (set afterwards, it would move within the shipment index, a second
     # random write per event in a large database), and the first wave plans from these rows.
-    located = _by_waybill(conn, [u for u in fresh if _names_waybill(u)], _STATE, lock=True)
+    located = _by_waybill(conn, [u for u in fresh if _names_waybill(u)])
     shipment_ids = {
         u.identity: located[u.cp_id, u.waybill].id for u in fresh if (u.cp_id, u.waybill) in located
     }
@@ -230,13 +230,13 @@ def _find_shipments(
     moved on since."""
     by_awb = [x for x in wave if _names_waybill(x.update)]
     if located is None:
-        located = _by_waybill(conn, [x.update for x in by_awb], _STATE, lock=True)
+        located = _by_waybill(conn, [x.update for x in by_awb])
     for item in by_awb:
         row = located.get((item.update.cp_id, item.update.waybill))
         item.shipment = _state(row._mapping) if row is not None else None
     for item in wave:
         if not _names_waybill(item.update):
-            item.shipment = _find_by_reference(conn, item.update, _STATE)
+            item.shipment = _find_by_reference(conn, item.update)
 
 
 def _names_waybill(update: ShipmentUpdate) -> bool:
@@ -245,29 +245,25 @@ def _names_waybill(update: ShipmentUpdate) -> bool:
     return bool(update.waybill) and update.cp_id != -1
 
 
-def _by_waybill(
-    conn: Connection, updates: Sequence[ShipmentUpdate], columns: list[Any], *, lock: bool
-) -> dict[tuple[int, str], Any]:
-    """The shipments of these updates by (courier, waybill): ``columns`` (waybill among them)
-    of each row found, locked in that order (PostgreSQL) when ``lock``."""
+def _by_waybill(conn: Connection, updates: Sequence[ShipmentUpdate]) -> dict[tuple[int, str], Any]:
+    """The shipments of these updates by (courier, waybill), locked in that order (PostgreSQL):
+    the state columns of each row found."""
     found: dict[tuple[int, str], Any] = {}
     for cp_id in sorted({u.cp_id for u in updates}):
         waybills = sorted({u.waybill for u in updates if u.cp_id == cp_id})
         query = (
-            select(*columns)
+            select(*_STATE)
             .where(SHIPMENT.c.cp_id == cp_id, SHIPMENT.c.waybill.in_(waybills))
             .order_by(SHIPMENT.c.waybill)
+            .with_for_update()
         )
-        rows = conn.execute(query.with_for_update() if lock else query)
-        found |= {(cp_id, r.waybill): r for r in rows}
+        found |= {(cp_id, r.waybill): r for r in conn.execute(query)}
     return found
 
 
-def _find_by_reference(
-    conn: Connection, update: ShipmentUpdate, columns: list[Any]
-) -> ShipmentState | None:
+def _find_by_reference(conn: Connection, update: ShipmentUpdate) -> ShipmentState | None:
     """By waybill alone (cp_id -1: any courier) or, with no waybill, by order id / reference."""
-    query = select(*columns)
+    query = select(*_STATE)
     if update.cp_id != -1:
         query = query.where(SHIPMENT.c.cp_id == update.cp_id)
     if update.waybill:

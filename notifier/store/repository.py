@@ -211,11 +211,12 @@ def _adopt_orphans(session: Session, shipment: Shipment, reg: Registration) -> l
         col(Event.waybill) == "",
         or_(col(Event.order_id).in_(refs), col(Event.reference_number).in_(refs)),
     )
-    # One query per way of matching: joined by OR, SQLite would read every held event.
+    # One query per way of matching (disjoint: a registration has a waybill): joined by OR,
+    # SQLite would read every held event.
     held = col(Event.shipment_id).is_(None)
     matches = [by_awb, by_ref] if refs else [by_awb]
-    found = {e.id: e for m in matches for e in session.exec(select(Event).where(held, m)).all()}
-    orphans = sorted(found.values(), key=lambda e: e.id or 0)
+    found = [e for m in matches for e in session.exec(select(Event).where(held, m)).all()]
+    orphans = sorted(found, key=lambda e: e.id or 0)
     for event in orphans:
         event.shipment_id = shipment.id
         session.add(event)
