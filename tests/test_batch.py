@@ -59,6 +59,19 @@ async def test_values_go_through_their_types(notifier: Notifier) -> None:
     assert (row.reason, row.created_at) == ("unsubscribed", T0 + timedelta(hours=1))
 
 
+async def test_a_statement_of_one_parameter_takes_each_rows_value(notifier: Notifier) -> None:
+    with notifier.db.write() as session:
+        conn = session.connection()
+        ids = [sid for sid, _ in INSERT.returning(conn, [_row(i) for i in range(3)])]
+        by_channel = Batch(lambda _: update(SUPPRESSION)
+                           .where(SUPPRESSION.c.id == bindparam("sid"))
+                           .values(reason=SUPPRESSION.c.channel))  # fmt: skip
+        by_channel.run(conn, [{"sid": ids[0]}, {"sid": ids[2]}])
+    with notifier.db.reader.connect() as conn:
+        rows = conn.execute(select(SUPPRESSION.c.id, SUPPRESSION.c.reason)).all()
+    assert dict(rows) == {ids[0]: "sms", ids[1]: "STOP", ids[2]: "sms"}
+
+
 async def test_a_value_missing_from_the_rows_is_named(notifier: Notifier) -> None:
     fixed = Batch(lambda _: update(SUPPRESSION).values(reason="x", address=bindparam("a")))
     with notifier.db.write() as session, pytest.raises(ValueError, match="reason"):

@@ -53,6 +53,20 @@ def test_a_naive_time_is_refused() -> None:
         bind(datetime(2026, 11, 27, 7, 5))
 
 
+def test_each_instant_is_formatted_once_whatever_its_zone() -> None:
+    """Times are formatted once per instant (a batch writes its ``now`` on most rows): the same
+    instant in another zone shares the text, and a naive time with the same digits as one
+    already formatted is still refused, every time."""
+    bind = UtcDateTime().bind_processor(sqlite.dialect())
+    assert bind is not None
+    at = datetime(2026, 11, 27, 7, 5, 1, 250000, tzinfo=UTC)
+    assert bind(at) == bind(at.astimezone(IST)) == "2026-11-27 07:05:01.250000"
+    assert bind(at + timedelta(microseconds=1)) == "2026-11-27 07:05:01.250001"
+    for _ in range(2):
+        with pytest.raises(ValueError, match="aware"):
+            bind(at.replace(tzinfo=None))
+
+
 async def test_times_and_raw_bodies_come_back_exactly(notifier: Notifier, clock: Clock) -> None:
     """A scan in India's zone comes back as the same instant in UTC; a body's 30-digit number
     and non-ASCII text come back unchanged (orjson would read the number as a float)."""

@@ -16,7 +16,8 @@ measured slower.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Dialect
@@ -35,10 +36,25 @@ class _Compiled:
     names: tuple[str, ...]  # the parameters in the order the driver takes them
     processors: tuple[Processor, ...]
     values: str | None  # an INSERT's "(?, ?, …)", to repeat for many rows
+    # A row's values in the driver's order, taken in one C call; then only the columns with a
+    # processor (times, JSON) are converted: most columns take their value as it is.
+    _pick: Callable[[Mapping[str, Any]], tuple[Any, ...]] = field(init=False, repr=False)
+    _converted: tuple[tuple[int, Callable[[Any], Any]], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        pick = itemgetter(*self.names)
+        object.__setattr__(self, "_pick", _one(pick) if len(self.names) == 1 else pick)
+        converted = tuple((i, p) for i, p in enumerate(self.processors) if p is not None)
+        object.__setattr__(self, "_converted", converted)
 
     def parameters(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
-        pairs = zip(self.names, self.processors, strict=True)
-        return tuple(p(row[n]) if p else row[n] for n, p in pairs)
+        values = self._pick(row)
+        if not self._converted:
+            return values
+        converted = list(values)
+        for i, process in self._converted:
+            converted[i] = process(converted[i])
+        return tuple(converted)
 
 
 class Batch:
@@ -95,6 +111,11 @@ class Batch:
             statement = self._statement(dialect.name)
             compiled = self._compiled[key] = _compile(statement, dialect, key[1])
         return compiled
+
+
+def _one(pick: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    """itemgetter of one name gives the value itself, not a 1-tuple."""
+    return lambda row: (pick(row),)
 
 
 def _compile(statement: UpdateBase, dialect: Dialect, keys: tuple[str, ...]) -> _Compiled:

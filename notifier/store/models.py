@@ -14,6 +14,7 @@ All times are aware UTC (sqlmodel rejects naive ones).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -49,8 +50,13 @@ class UtcDateTime(UTCDateTime):
 
 
 def _sqlite_text(value: datetime | None) -> str | None:
-    if value is None:
-        return None
+    return None if value is None else _utc_text(value)
+
+
+@functools.lru_cache(maxsize=4096)
+def _utc_text(value: datetime) -> str:
+    """Each instant formatted once: a batch writes its ``now`` on nearly every row. Equal aware
+    times are the same instant, and so have the same text, whatever their zones."""
     if value.utcoffset() is None:
         raise ValueError(f"naive datetime {value} stored: times must be aware (UTC)")
     return value.astimezone(UTC).isoformat(" ", "microseconds")[:26]  # without "+00:00"
