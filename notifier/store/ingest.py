@@ -30,6 +30,7 @@ from sqlalchemy.sql import Insert
 
 from notifier.events import PENDING_STATUSES, Consumer, NotificationStatus, ShipmentUpdate
 from notifier.planning import Plan, PlannedNotification, ShipmentState
+from notifier.store import adoption
 from notifier.store.batch import Batch
 from notifier.store.models import Event, Notification, Shipment, Suppression
 
@@ -108,6 +109,7 @@ def record_updates(
     for i in order:
         first_of.setdefault(updates[i].identity, i)
     fresh = [updates[i] for i in order if first_of[updates[i].identity] == i]
+    adoption.lock(conn, (key for u in fresh for key in adoption.update_keys(u)))
     # The shipments named by waybill, locked before anything is written: each event goes in
     # with its shipment (set afterwards, it would move within the shipment index, a second
     # random write per event in a large database), and the first wave plans from these rows.

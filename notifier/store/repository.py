@@ -25,7 +25,7 @@ from notifier.events import (
     ShipmentUpdate,
 )
 from notifier.planning import ShipmentState
-from notifier.store import ingest
+from notifier.store import adoption, ingest
 from notifier.store.clickpost_calls import owe_call
 from notifier.store.database import Database
 from notifier.store.ingest import Decide, IngestOutcome, PlannedSummary, insert_ignoring
@@ -97,6 +97,7 @@ class Store:
         region for numbers written without a country code.
         """
         with self.db.write() as session:
+            adoption.lock(session.connection(), _adoption_keys(registration))
             values = shipment_row(registration, now, phone_region=phone_region)
             shipment_id = insert_ignore(session, Shipment, values, "cp_id", "waybill")
             created = shipment_id is not None
@@ -203,9 +204,20 @@ def _shipment_by_awb(session: Session, cp_id: int, waybill: str) -> Shipment:
     ).one()
 
 
+def _references(reg: Registration) -> list[str]:
+    return [r for r in (reg.reference_number, reg.order_id) if r]
+
+
+def _adoption_keys(reg: Registration) -> list[str]:
+    """The keys ingest locks for the updates this registration adopts (store/adoption.py)."""
+    return [adoption.by_waybill(reg.cp_id, reg.waybill)] + [
+        adoption.by_reference(r) for r in _references(reg)
+    ]
+
+
 def _adopt_orphans(session: Session, shipment: Shipment, reg: Registration) -> list[Event]:
     """Attach updates that arrived before the registration to the shipment."""
-    refs = [r for r in (reg.reference_number, reg.order_id) if r]
+    refs = _references(reg)
     by_awb = and_(col(Event.cp_id) == reg.cp_id, col(Event.waybill) == reg.waybill)
     by_ref = and_(
         col(Event.waybill) == "",
