@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 from sqlmodel import Session, SQLModel
@@ -71,6 +71,13 @@ class Database:
             session.begin(),
         ):
             yield session
+
+    @contextmanager
+    def write_core(self) -> Iterator[Connection]:
+        """One write transaction on a plain connection, for code that needs no ORM session (the
+        ingest path, where the session's own bookkeeping cost more than a small batch's SQL)."""
+        with _translated(), self.writer.begin() as conn:
+            yield conn
 
     @contextmanager
     def read(self) -> Iterator[Session]:

@@ -69,11 +69,10 @@ class Store:
         loses a deadlock to another daemon's runs again."""
         for attempt in range(1, CONFLICT_RETRIES + 1):
             try:
-                with self.db.write() as session:
+                with self.db.write_core() as conn:
                     return ingest.record_updates(
-                        session.connection(), updates, decide, now=now,
-                        rules_version=rules_version,
-                    )  # fmt: skip
+                        conn, updates, decide, now=now, rules_version=rules_version
+                    )
             except StoreUnavailableError as err:
                 if not err.conflict or attempt == CONFLICT_RETRIES:
                     raise
