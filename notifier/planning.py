@@ -108,7 +108,7 @@ def plan(
     stale = _staleness(trigger, info, shipment)
     if stale:
         return Plan(verdict=stale, advance=False)
-    rule = first_match(rules.rules, _facts(update, shipment))
+    rule = first_match(rules.for_status(trigger.code), _facts(update, shipment))
     planned: tuple[PlannedNotification, ...] = ()
     if rule is None:
         verdict = f"no rule for {info.name} ({trigger.code})"

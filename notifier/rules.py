@@ -152,6 +152,29 @@ class RuleSet:
     def rule(self, name: str) -> Rule | None:
         return next((r for r in self.rules if r.name == name), None)
 
+    def for_status(self, code: int) -> tuple[Rule, ...]:
+        """The enabled rules that could fire for this Clickpost status code, in file order:
+        those listing it and those not asking about status codes. Matching tries only these
+        (most rules are about one status; trying them all cost each update a tenth of its
+        planning)."""
+        return self._by_status.get(code, self._any_status)
+
+    @cached_property
+    def _any_status(self) -> tuple[Rule, ...]:
+        return tuple(r for r in self.rules if r.enabled and r.when.clickpost_status_code is None)
+
+    @cached_property
+    def _by_status(self) -> dict[int, tuple[Rule, ...]]:
+        codes = {c for r in self.rules for c in r.when.clickpost_status_code or ()}
+        return {
+            code: tuple(
+                r for r in self.rules
+                if r.enabled and (r.when.clickpost_status_code is None
+                                  or code in r.when.clickpost_status_code)
+            )
+            for code in codes
+        }  # fmt: skip
+
     def retry_for(self, name: str) -> Retry:
         """The retry bounds of rule ``name``; the defaults' when the rule is gone (reloaded)."""
         rule = self.rule(name)

@@ -7,6 +7,7 @@ import dataclasses
 import hashlib
 import json
 from datetime import datetime, time, timedelta
+from itertools import product
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -14,9 +15,12 @@ from zoneinfo import ZoneInfo
 import jsonschema
 import pytest
 
+from notifier.clickpost.codes import STATUS_CODES
 from notifier.errors import Problem, RulesError
 from notifier.events import ChannelKind
+from notifier.matching import Facts, first_match
 from notifier.rules import (
+    Condition,
     QuietHours,
     QuietHoursPolicy,
     Repeat,
@@ -601,3 +605,29 @@ def test_whatsapp_template_mistakes_are_located(send: str, message: str) -> None
     text = BASE.replace("{channel: sms, template: out_for_delivery}", send)
     [problem] = problems_of(text)
     assert problem.line == 13 and message in problem.message
+
+
+def test_matching_by_status_finds_what_trying_every_rule_finds() -> None:
+    """Planning tries only the rules that could fire for the update's status code. Over the
+    shipped rules, with one rule turned into a status-less one in the middle and one disabled,
+    every status code (and one Clickpost has not defined) gives the same rule either way."""
+    shipped = load_rules(RULES)
+    rules = list(shipped.rules)
+    middle = len(rules) // 2
+    rules[middle] = dataclasses.replace(rules[middle], when=Condition(order_type="COD"))
+    rules[1] = dataclasses.replace(rules[1], enabled=False)
+    ruleset = dataclasses.replace(shipped, rules=tuple(rules))
+    checked = 0
+    for code, ndr, order_type, rvp in product(
+        [*STATUS_CODES, 999], [None, 1, 3], ["COD", "PREPAID"], [False, True]
+    ):
+        facts = Facts(
+            clickpost_status_code=code, ndr_status_code=ndr, notification_event_id=None,
+            cp_id=4, account_code=None, order_type=order_type, delivery_type=None, is_rvp=rvp,
+        )  # fmt: skip
+        expected = first_match(ruleset.rules, facts)
+        assert first_match(ruleset.for_status(code), facts) is expected, facts
+        checked += expected is not None
+    assert checked > 100  # the cases are not all unmatched
+    disabled_for = next(iter(rules[1].when.clickpost_status_code or {999}))
+    assert rules[1] not in ruleset.for_status(disabled_for)

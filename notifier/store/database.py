@@ -8,7 +8,6 @@ stay deferred, so they never wait for a writer.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from collections.abc import Iterator
@@ -131,8 +130,10 @@ def _json_value(data: str | bytes) -> Any:
     SQLite gives text, psycopg bytes."""
     text = data if isinstance(data, str) else bytes(data).decode()
     if _LONG_NUMBER.search(text) is None:
-        with contextlib.suppress(orjson.JSONDecodeError):
+        try:
             return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass  # json says what is wrong, or reads what orjson will not
     return json.loads(text)
 
 

@@ -235,7 +235,7 @@ def _find_shipments(
         located = _by_waybill(conn, [x.update for x in by_awb])
     for item in by_awb:
         row = located.get((item.update.cp_id, item.update.waybill))
-        item.shipment = _state(row._mapping) if row is not None else None
+        item.shipment = _state(row) if row is not None else None
     for item in wave:
         if not _names_waybill(item.update):
             item.shipment = _find_by_reference(conn, item.update)
@@ -271,7 +271,7 @@ def _find_by_reference(conn: Connection, update: ShipmentUpdate) -> ShipmentStat
             or_(SHIPMENT.c.reference_number.in_(refs), SHIPMENT.c.order_id.in_(refs))
         )
     row = conn.execute(query.order_by(SHIPMENT.c.id).limit(1).with_for_update()).first()
-    return _state(row._mapping) if row is not None else None
+    return _state(row) if row is not None else None
 
 
 def _touch_shipments(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
@@ -432,18 +432,19 @@ _ADOPT_EVENTS = Batch(
 
 
 def _state(row: Any) -> ShipmentState:
+    """A row of the ``_STATE`` columns (by attribute: a row's mapping view costs more)."""
     return ShipmentState(
-        id=row["id"],
-        cp_id=row["cp_id"],
-        waybill=row["waybill"],
-        account_code=row["account_code"],
-        order_type=row["order_type"],
-        delivery_type=row["delivery_type"],
-        consumer=Consumer.stored(row["consumer"]),
-        stage=row["stage"],
-        status_code=row["status_code"],
-        status_at=row["status_at"],
-        state=row["state"],
+        id=row.id,
+        cp_id=row.cp_id,
+        waybill=row.waybill,
+        account_code=row.account_code,
+        order_type=row.order_type,
+        delivery_type=row.delivery_type,
+        consumer=Consumer.stored(row.consumer),
+        stage=row.stage,
+        status_code=row.status_code,
+        status_at=row.status_at,
+        state=row.state,
     )
 
 
