@@ -7,6 +7,13 @@ wait; a single flusher takes everything queued, commits it as one batch in a wor
 wakes each caller with its own result. While a batch commits, the next one gathers, so the batch
 size follows the load: one item when traffic is light (no added latency), hundreds under a burst.
 
+Under sustained load a committing batch finishes while the next webhooks are still being read
+and parsed, so batches come out small and each pays the commit's fixed cost (begin, eight
+statements, fsync: about 1.5 ms on SQLite here). So, like PostgreSQL's ``commit_delay`` with
+``commit_siblings``, a flusher whose previous batch held several items waits ``gather`` seconds
+before taking the next: one commit then serves the callers that arrive meanwhile. A caller after
+a lone one (light traffic), or after a pause, is committed at once.
+
 If the batch fails as a whole because the database is unavailable, every caller gets that error
 (the webhook is answered 503 and Clickpost sends it again). If it fails for any other reason,
 each item is retried in a batch of its own, so one bad item cannot take its neighbours down.
@@ -27,9 +34,18 @@ _R = TypeVar("_R")
 class GroupCommit(Generic[_I, _R]):
     """Batches calls to ``commit(items) -> results`` (blocking; run in a thread)."""
 
-    def __init__(self, commit: Callable[[Sequence[_I]], list[_R]], *, max_batch: int = 500) -> None:
+    def __init__(
+        self,
+        commit: Callable[[Sequence[_I]], list[_R]],
+        *,
+        max_batch: int = 500,
+        gather: float = 0.0,
+    ) -> None:
         self._commit = commit
         self._max_batch = max_batch
+        self._gather = gather
+        self._last = 0  # the size of the batch committed last
+        self._last_at = 0.0  # and when it was taken (the event loop's clock)
         self._queue: list[tuple[_I, asyncio.Future[_R]]] = []
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # for tests and metrics: how many transactions served the calls
@@ -49,9 +65,19 @@ class GroupCommit(Generic[_I, _R]):
             await asyncio.shield(self._flusher)
 
     async def _flush(self) -> None:
+        loop = asyncio.get_running_loop()
         while self._queue:
+            if self._arriving_together(loop.time()):
+                await asyncio.sleep(self._gather)
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
+            self._last, self._last_at = len(batch), loop.time()
             await self._run(batch)
+
+    def _arriving_together(self, now: float) -> bool:
+        """Whether to wait for more callers: the last batch held several, a moment ago (a
+        hundred gathers: a pause longer than that means the burst is over), and there is room."""
+        recent = now - self._last_at < 100 * self._gather
+        return self._gather > 0 and self._last > 1 and recent and len(self._queue) < self._max_batch
 
     async def _run(self, batch: list[tuple[_I, asyncio.Future[_R]]]) -> None:
         items = [item for item, _ in batch]

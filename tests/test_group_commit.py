@@ -46,6 +46,39 @@ async def test_a_lone_call_is_committed_at_once() -> None:
     assert group.batches == 2
 
 
+async def test_callers_arriving_together_are_gathered_into_one_commit() -> None:
+    """After a batch of several, the flusher waits ``gather`` for more: three callers 10 ms
+    apart share one commit, where without the wait each would have had its own."""
+    batches: list[list[str]] = []
+
+    def commit(items: Sequence[str]) -> list[str]:
+        batches.append(list(items))
+        return list(items)
+
+    group: GroupCommit[str, str] = GroupCommit(commit, gather=0.2)
+    await asyncio.gather(*(group.submit(f"burst {i}") for i in range(5)))
+
+    async def later(item: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return await group.submit(item)
+
+    await asyncio.gather(later("a", 0), later("b", 0.01), later("c", 0.02))
+    assert batches[-1] == ["a", "b", "c"], batches
+
+
+async def test_a_lone_caller_or_one_after_a_pause_is_not_kept_waiting() -> None:
+    """Gathering is for callers arriving together: a caller after a lone one, or after a
+    pause of a hundred gathers, is committed at once (here a wait would be 30 s)."""
+    group: GroupCommit[int, int] = GroupCommit(lambda items: list(items), gather=30)
+    assert await asyncio.wait_for(group.submit(1), 5) == 1
+    assert await asyncio.wait_for(group.submit(2), 5) == 2
+    burst: GroupCommit[int, int] = GroupCommit(lambda items: list(items), gather=0.005)
+    await asyncio.gather(*(burst.submit(i) for i in range(5)))
+    burst._queue.append((9, asyncio.get_running_loop().create_future()))  # one more comes
+    assert burst._arriving_together(burst._last_at + 0.001)
+    assert not burst._arriving_together(burst._last_at + 0.6)  # after a pause
+
+
 async def test_a_batch_is_capped() -> None:
     sizes: list[int] = []
 
