@@ -1,7 +1,7 @@
 """Webhooks per second that notifier daemons accept over HTTP, on SQLite and on PostgreSQL.
 
     .venv/bin/python benchmarks/http_ingest.py
-        [--setups bare,sqlite:1,postgres:1,postgres:2,postgres:3]
+        [--setups bare,asgi,sqlite:1,postgres:1,postgres:2,postgres:3]
         [--duration 10] [--connections 32] [--shipments 6000] [--postgres URL]
 
 Each setup is measured in the same run, one after the other, under the same load:
@@ -12,6 +12,9 @@ Each setup is measured in the same run, one after the other, under the same load
   the ceiling this stack reaches on this machine; every other figure is also given as a ratio
   to it. It is measured again after the other setups, and the ratios given against both: a
   machine whose speed drifts during the run shows as two ratios that disagree.
+- ``asgi``: a plain ASGI app (no framework) answering the same path, same server settings: the
+  floor of uvicorn itself. notifier answers its webhook route this way (server._App), so its
+  ratio to this is printed too.
 - ``sqlite:1``: one ``notifier serve`` on a SQLite file.
 - ``postgres:N``: N ``notifier serve`` processes on one PostgreSQL database (a throwaway one
   created here and dropped afterwards), the load split evenly between them as a load balancer
@@ -70,6 +73,26 @@ app = FastAPI(lifespan=lifespan)
 async def webhook(request: Request) -> dict:
     await request.body()
     return {"ok": True}
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, log_level="info")
+"""
+
+ASGI = """
+import gc, sys, uvicorn
+from notifier.logs import configure_logging
+configure_logging(json=True, level="INFO")
+BODY = b'{"ok":true}'
+HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while (message := await receive())["type"] != "lifespan.shutdown":
+            gc.freeze()
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    while (await receive()).get("more_body"):
+        pass
+    await send({"type": "http.response.start", "status": 200, "headers": HEADERS})
+    await send({"type": "http.response.body", "body": BODY})
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), log_config=None, log_level="info")
 """
 
@@ -180,10 +203,10 @@ def count_events(url: str) -> int:
 
 
 @contextlib.contextmanager
-def bare_server(workdir: Path) -> Iterator[tuple[list[str], list[int]]]:
+def bare_server(workdir: Path, code: str = BARE) -> Iterator[tuple[list[str], list[int]]]:
     port = free_port()
     with (workdir / "bare.log").open("wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", BARE, str(port)], stdout=log, stderr=log)
+        proc = subprocess.Popen([sys.executable, "-c", code, str(port)], stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}/webhooks/clickpost"
     try:
         deadline = time.monotonic() + 30
@@ -243,7 +266,7 @@ class Postgres:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--setups", default="bare,sqlite:1,postgres:1,postgres:2,postgres:3")
+    parser.add_argument("--setups", default="bare,asgi,sqlite:1,postgres:1,postgres:2,postgres:3")
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--shipments", type=int, default=6000)
@@ -262,8 +285,8 @@ def main() -> None:
         print(f"{args.connections} connections, {args.duration:.0f} s per setup, "
               f"{args.shipments} shipments (+{WARMUP_SHIPMENTS} for warm-up)")  # fmt: skip
 
-        def bare(label: str) -> None:
-            with bare_server(workdir) as (urls, pids):
+        def bare(label: str, code: str = BARE) -> None:
+            with bare_server(workdir, code) as (urls, pids):
                 warm_up(urls, args.shipments)
                 results[label] = load(
                     urls, pids, shipments=args.shipments, connections=args.connections,
@@ -274,8 +297,8 @@ def main() -> None:
         for setup in setups:
             kind, _, n = setup.partition(":")
             count = int(n or 1)
-            if kind == "bare":
-                bare("bare")
+            if kind in ("bare", "asgi"):
+                bare(kind, BARE if kind == "bare" else ASGI)
                 continue
             if kind == "sqlite":
                 if not sqlite_template.exists():
@@ -316,9 +339,13 @@ def main() -> None:
             first, again = results["bare"].rate, results["bare again"].rate
             print(f"ratios to bare, measured before ({first:.0f}/s) and after ({again:.0f}/s) "
                   "the setups:")  # fmt: skip
+            asgi = results.get("asgi")
             for setup, result in results.items():
-                if not setup.startswith("bare"):
-                    print(f"  {setup:<12} {result.rate / first:.2f} and {result.rate / again:.2f}")
+                if setup.startswith("bare") or setup == "asgi":
+                    continue
+                floor = f"  ({result.rate / asgi.rate:.2f} of bare ASGI)" if asgi else ""
+                print(f"  {setup:<12} {result.rate / first:.2f} and {result.rate / again:.2f}"
+                      f"{floor}")  # fmt: skip
     finally:
         if pg is not None:
             pg.drop_all()
@@ -328,6 +355,8 @@ def main() -> None:
 
 def report(setup: str, result: Load, bare: Load | None, stored: int | None) -> None:
     ratio = f"  {result.rate / bare.rate:.2f} of bare" if bare and setup != "bare" else ""
+    if setup == "asgi":
+        ratio = f"  {result.rate / bare.rate:.2f} times the bare FastAPI endpoint" if bare else ""
     events = f"  events stored {stored}" if stored is not None else ""
     print(
         f"{setup:<12} {result.rate:8.0f} webhooks/s  p50 {result.p50_ms:6.1f} ms  "

@@ -4,8 +4,9 @@
 
 Runs, one after the other so they do not share the CPU:
 
-1. benchmarks/http_ingest.py: webhooks/s over HTTP against a bare ASGI endpoint, one daemon
-   on SQLite, and 1, 2 and 3 daemons on one PostgreSQL database (wrk, 32 connections);
+1. benchmarks/http_ingest.py: webhooks/s over HTTP against bare FastAPI and plain ASGI
+   endpoints, one daemon on SQLite, and 1, 2 and 3 daemons on one PostgreSQL database (wrk,
+   32 connections);
 2. benchmarks/embedded_ingest.py: ``handle_webhook`` in process, against raw sqlite3;
 3. benchmarks/dispatch_throughput.py: SMS and email sent end to end by one process;
 4. benchmarks/sms_throughput.py and benchmarks/email_throughput.py: the channels alone, the
