@@ -235,7 +235,7 @@ def _find_shipments(
         located = _by_waybill(conn, [x.update for x in by_awb])
     for item in by_awb:
         row = located.get((item.update.cp_id, item.update.waybill))
-        item.shipment = _state(row) if row is not None else None
+        item.shipment = shipment_state(row) if row is not None else None
     for item in wave:
         if not _names_waybill(item.update):
             item.shipment = _find_by_reference(conn, item.update)
@@ -271,7 +271,7 @@ def _find_by_reference(conn: Connection, update: ShipmentUpdate) -> ShipmentStat
             or_(SHIPMENT.c.reference_number.in_(refs), SHIPMENT.c.order_id.in_(refs))
         )
     row = conn.execute(query.order_by(SHIPMENT.c.id).limit(1).with_for_update()).first()
-    return _state(row) if row is not None else None
+    return shipment_state(row) if row is not None else None
 
 
 def _touch_shipments(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
@@ -431,8 +431,9 @@ _ADOPT_EVENTS = Batch(
 )
 
 
-def _state(row: Any) -> ShipmentState:
-    """A row of the ``_STATE`` columns (by attribute: a row's mapping view costs more)."""
+def shipment_state(row: Any) -> ShipmentState:
+    """A row of the ``_STATE`` columns, or a ``Shipment``: read by attribute (a row's mapping
+    view costs more)."""
     return ShipmentState(
         id=row.id,
         cp_id=row.cp_id,

@@ -19,12 +19,10 @@ from notifier import recipients
 from notifier.errors import StoreUnavailableError
 from notifier.events import (
     PENDING_STATUSES,
-    Consumer,
     NotificationStatus,
     Registration,
     ShipmentUpdate,
 )
-from notifier.planning import ShipmentState
 from notifier.store import adoption, ingest
 from notifier.store.clickpost_calls import owe_call
 from notifier.store.database import Database
@@ -120,8 +118,8 @@ class Store:
                 latest = max(adopted, key=lambda e: (e.trigger_at, e.id or 0))
                 assert latest.id is not None
                 evaluation = ingest.evaluate(
-                    session.connection(), state_of(shipment), latest.id, parse(latest.raw),
-                    decide, now=now, rules_version=rules_version,
+                    session.connection(), ingest.shipment_state(shipment), latest.id,
+                    parse(latest.raw), decide, now=now, rules_version=rules_version,
                 )  # fmt: skip
             return RegistrationOutcome(
                 shipment_id=shipment.id,
@@ -233,20 +231,3 @@ def _adopt_orphans(session: Session, shipment: Shipment, reg: Registration) -> l
         session.add(event)
     session.flush()
     return list(orphans)
-
-
-def state_of(shipment: Shipment) -> ShipmentState:
-    assert shipment.id is not None
-    return ShipmentState(
-        id=shipment.id,
-        cp_id=shipment.cp_id,
-        waybill=shipment.waybill,
-        account_code=shipment.account_code,
-        order_type=shipment.order_type,
-        delivery_type=shipment.delivery_type,
-        consumer=Consumer.stored(shipment.consumer),
-        stage=shipment.stage,
-        status_code=shipment.status_code,
-        status_at=shipment.status_at,
-        state=shipment.state,
-    )
