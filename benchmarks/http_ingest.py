@@ -84,8 +84,8 @@ BODY = b'{"ok":true}'
 HEADERS = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(BODY))]
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while (message := await receive())["type"] != "lifespan.shutdown":
-            gc.freeze()
+        while (await receive())["type"] == "lifespan.startup":
+            gc.freeze()  # as notifier serve does once started
             await send({"type": "lifespan.startup.complete"})
         await send({"type": "lifespan.shutdown.complete"})
         return
