@@ -3,7 +3,8 @@
 SQLite runs in WAL mode with a busy timeout, and every write transaction begins IMMEDIATE:
 a deferred transaction that reads then writes fails at once with "database is locked",
 whatever the timeout (implementation-notes.md). Reads use a second engine whose transactions
-stay deferred, so they never wait for a writer.
+stay deferred, so they never wait for a writer. A file's WAL is checkpointed by a thread of
+its own shortly after each write commits (notifier/store/checkpoint.py).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sqlmodel import Session, SQLModel
 
 from notifier.errors import ConfigurationError, StoreUnavailableError
 from notifier.store import models  # noqa: F401  (registers the tables)
+from notifier.store.checkpoint import Checkpointer
 
 BUSY_TIMEOUT_MS = 10_000
 CONFLICT_SQLSTATES = {"40P01", "40001"}  # PostgreSQL: deadlock detected, serialization failure
@@ -40,6 +42,10 @@ class Database:
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
         if self.is_sqlite and parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        # A file's WAL is copied back by a thread of its own (notifier/store/checkpoint.py);
+        # not for an in-memory database, or a URI whose options it could not repeat.
+        path = parsed.database if self.is_sqlite and not parsed.query else None
+        self.checkpointer = Checkpointer(path) if path and path != ":memory:" else None
         self.writer = self._engine(url, begin="BEGIN IMMEDIATE")
         self.reader = self._engine(url, begin="BEGIN") if self.is_sqlite else self.writer
 
@@ -70,6 +76,7 @@ class Database:
             session.begin(),
         ):
             yield session
+        self._committed()
 
     @contextmanager
     def write_core(self) -> Iterator[Connection]:
@@ -77,6 +84,11 @@ class Database:
         ingest path, where the session's own bookkeeping cost more than a small batch's SQL)."""
         with _translated(), self.writer.begin() as conn:
             yield conn
+        self._committed()
+
+    def _committed(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.nudge()
 
     @contextmanager
     def read(self) -> Iterator[Session]:
@@ -97,6 +109,8 @@ class Database:
         return True
 
     def dispose(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.writer.dispose()
         self.reader.dispose()
 
