@@ -212,13 +212,16 @@ class Notifier:
             raise AuthenticationError("webhook key missing or wrong", field="webhook_key")
 
     def _record(self, updates: Sequence[ShipmentUpdate]) -> list[IngestOutcome]:
+        now = self.clock()  # one instant for the whole transaction, its rows and its plans
         return self.store.record_updates(
-            updates, self._decide, now=self.clock(), rules_version=self.rules.version
+            updates, partial(self._decide, now=now), now=now, rules_version=self.rules.version
         )
 
-    def _decide(self, shipment: ShipmentState, update: ShipmentUpdate) -> Plan:
+    def _decide(
+        self, shipment: ShipmentState, update: ShipmentUpdate, *, now: datetime | None = None
+    ) -> Plan:
         window: QuietHours | str | None = self.quiet_hours
-        return plan(update, shipment, self.rules, now=self.clock(), quiet_hours=window)
+        return plan(update, shipment, self.rules, now=now or self.clock(), quiet_hours=window)
 
     # -- dispatch and the log -----------------------------------------------------------------
 

@@ -15,9 +15,10 @@ Pending messages of an earlier stage are superseded (cancelled) by a later one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, time, timedelta
+from datetime import datetime, time, timedelta, tzinfo
 
 from notifier import recipients
 from notifier.clickpost import codes
@@ -230,11 +231,21 @@ def _due(
     """When to send: ``at``, or the end of the quiet window when the rule defers."""
     if window is None or rule.quiet_hours is QuietHoursPolicy.SEND:
         return at, ""
-    local = at.astimezone(rules.defaults.timezone)
+    return _deferred(at, at.tzinfo, window, rules.defaults.timezone)
+
+
+@functools.lru_cache(maxsize=256)
+def _deferred(
+    at: datetime, zone: tzinfo | None, window: QuietHours, local_zone: tzinfo
+) -> tuple[datetime, str]:
+    """``at`` (in ``zone``), or the end of the quiet window it falls in, and why. Worked out
+    once per instant: a batch plans all its messages at the same ``now`` (a third of the
+    planning's time went here, every message computing the same answer)."""
+    local = at.astimezone(local_zone)
     if not window.contains(local.time()):
         return at, ""
     end = window.next_end(local)
-    return end.astimezone(at.tzinfo), f"quiet hours: deferred to {end:%H:%M} local time"
+    return end.astimezone(zone), f"quiet hours: deferred to {end:%H:%M} local time"
 
 
 def _supersede(
