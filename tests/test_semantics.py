@@ -274,3 +274,23 @@ async def test_quiet_hours_setting_overrides_the_rules_file(
         await n.register_shipment(registration())
         outcome = await n.handle_webhook(webhook(code=8, at=night))
         assert [s.due_at for s in outcome.notifications] == [night, night]
+
+
+async def test_engines_with_other_quiet_hours_defer_each_by_its_own(
+    settings: Settings, clock: Clock
+) -> None:
+    """The deferral is worked out once per instant and window (planning caches it): two engines
+    in one process, planning at the same instant, still get each its own window's end."""
+    night = datetime(2026, 11, 26, 17, 0, tzinfo=UTC)  # 22:30 IST
+    clock.now = night
+    due = {}
+    for window in ("21:00-09:00", "22:00-08:00", "23:00-07:00"):
+        async with Notifier(settings.model_copy(update={"quiet_hours": window}), clock=clock) as n:
+            await n.register_shipment(registration(waybill=window))
+            outcome = await n.handle_webhook(webhook(waybill=window, code=8, at=night))
+            due[window] = {s.due_at for s in outcome.notifications}
+    assert due == {
+        "21:00-09:00": {datetime(2026, 11, 27, 3, 30, tzinfo=UTC)},  # 09:00 IST
+        "22:00-08:00": {datetime(2026, 11, 27, 2, 30, tzinfo=UTC)},  # 08:00 IST
+        "23:00-07:00": {night},  # 22:30 is before this window: sent now
+    }
