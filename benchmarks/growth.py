@@ -13,6 +13,15 @@ sequence):
   unique indexes ingest checks (event identity, notification dedup key) and the tables it
   reads (shipments, pending notifications) are full size.
 
+Both get the same webhooks: each round walks ``--small`` shipments that have had none yet,
+through picked up, in transit and delivered, in the same scattered order. On the small
+database these are all its shipments, so each round starts from a fresh copy of it; on the
+large one they are every hundredth shipment (``--large / --small``), from an offset no
+earlier round used, so they lie scattered through its tables and indexes. (Before, the large
+database got only picked-up webhooks, a million shipments being more than a round reaches,
+while the small one cycled through all three and, from the second round on, mostly stale ones
+for shipments already delivered: two different loads.)
+
 Each is served by one ``notifier serve``; its resident memory (RSS) is sampled every half
 second from start to stop. Printed: webhooks/s on each and their ratio, the database's bytes
 per shipment, and the daemon's peak RSS.
@@ -127,13 +136,25 @@ def _sent(shipment_id: int, event_id: int, k: int, at: datetime) -> dict[str, An
 
 
 def measure(
-    workdir: Path, url: str, shipments: int, seconds: float, spread: int
-) -> tuple[Load, int]:
+    workdir: Path, url: str, shipments: int, seconds: float, spread: int, *, first: int,
+    stride: int,
+) -> tuple[Load, int]:  # fmt: skip
     with daemons(workdir, url, 1) as (urls, pids), peak_rss(pids) as peak:
         warm_up(urls, shipments)  # on unregistered waybills: held updates
         result = load(urls, pids, shipments=shipments, connections=32, seconds=seconds,
-                      spread=spread)  # fmt: skip
+                      spread=spread, first=first, stride=stride)  # fmt: skip
     return result, peak[0]
+
+
+def fresh_offsets(path: Path, stride: int, rounds: int) -> list[int]:
+    """Offsets of shipments no earlier round walked (a kept database remembers them)."""
+    used_file = path.with_name(path.name + ".walked")
+    used = {int(x) for x in used_file.read_text().split()} if used_file.exists() else set()
+    free = [x for x in range(stride) if x not in used]
+    if len(free) < rounds:
+        raise SystemExit(f"{path}: too few unwalked shipments left; build it again")
+    used_file.write_text(" ".join(str(x) for x in sorted(used | set(free[:rounds]))))
+    return free[:rounds]
 
 
 def database_bytes(path: Path) -> int:
@@ -172,11 +193,24 @@ def main() -> None:
                 print(f"{label}: {count} shipments, {count * per} older events and "
                       f"notifications, loaded in {took:.0f} s")  # fmt: skip
             print(f"{label}: {database_bytes(path) / count:.0f} bytes per shipment", flush=True)
+        stride = args.large // args.small
+        large_path = workdir / f"large-{args.large}x{args.events_per_shipment}.db"
+        offsets = fresh_offsets(large_path, stride, args.rounds)
+        small_template = Path(urls["small"][0].removeprefix("sqlite:///"))
+        small_copy = workdir / "small-round.db"
         ratios, peak = [], 0
         for round_, spread in enumerate(SPREADS[: args.rounds], start=1):
             rates = {}
-            for label, (url, count) in urls.items():
-                result, rss = measure(workdir / label, url, count, args.duration, spread)
+            for stale in small_copy.parent.glob(small_copy.name + "*"):
+                stale.unlink()
+            shutil.copy(small_template, small_copy)
+            walks = {
+                "small": (f"sqlite:///{small_copy}", args.small, 0, 1),
+                "large": (urls["large"][0], args.large, offsets[round_ - 1], stride),
+            }
+            for label, (url, count, first, step) in walks.items():
+                result, rss = measure(workdir / label, url, count, args.duration, spread,
+                                      first=first, stride=step)  # fmt: skip
                 rates[label], peak = result.rate, max(peak, rss)
                 print(f"  round {round_} {label:<5} {result.rate:6.0f} webhooks/s  p50 "
                       f"{result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  daemon peak RSS "

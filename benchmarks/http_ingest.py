@@ -153,16 +153,21 @@ def load(
     connections: int,
     seconds: float,
     spread: int = 1,
+    first: int = 0,
+    stride: int = 1,
 ) -> Load:
     """wrk against every URL at once, ``connections`` split between them; ``pids`` are the
-    servers whose CPU time is measured."""
+    servers whose CPU time is measured. The webhooks are for the shipments ``first``,
+    ``first + stride``, … below ``shipments``, shared out between the URLs."""
     cpu_before = cpu_seconds(pids)
-    step = len(urls)
-    shares = [connections // step + (1 if i < connections % step else 0) for i in range(step)]
+    daemons = len(urls)
+    step = daemons * stride
+    shares = [connections // daemons + (1 if i < connections % daemons else 0)
+              for i in range(daemons)]  # fmt: skip
     procs = [
         wrk(
             url,
-            first=i,
+            first=first + i * stride,
             step=step,
             count=shipments // step,
             connections=c,
