@@ -181,36 +181,33 @@ def main() -> None:
     workdir = args.keep or Path(tempfile.mkdtemp(prefix="notifier-growth-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        urls = {}
+        paths = {}
         for label, count, per in (("small", args.small, 0),
                                   ("large", args.large, args.events_per_shipment)):  # fmt: skip
-            path = workdir / f"{label}-{count}x{per}.db"
-            urls[label] = (f"sqlite:///{path}", count)
+            path = paths[label] = workdir / f"{label}-{count}x{per}.db"
             if not path.exists():
-                took = bulk_register(urls[label][0], count)
+                took = bulk_register(f"sqlite:///{path}", count)
                 if per:
-                    took += history(urls[label][0], count, per)
+                    took += history(f"sqlite:///{path}", count, per)
                 print(f"{label}: {count} shipments, {count * per} older events and "
                       f"notifications, loaded in {took:.0f} s")  # fmt: skip
             print(f"{label}: {database_bytes(path) / count:.0f} bytes per shipment", flush=True)
         stride = args.large // args.small
-        large_path = workdir / f"large-{args.large}x{args.events_per_shipment}.db"
-        offsets = fresh_offsets(large_path, stride, args.rounds)
-        small_template = Path(urls["small"][0].removeprefix("sqlite:///"))
-        small_copy = workdir / "small-round.db"
+        offsets = fresh_offsets(paths["large"], stride, args.rounds)
+        small_copy = workdir / "small-round.db"  # the kept small database stays as built
         ratios, peak = [], 0
         for round_, spread in enumerate(SPREADS[: args.rounds], start=1):
             rates = {}
             for stale in small_copy.parent.glob(small_copy.name + "*"):
                 stale.unlink()
-            shutil.copy(small_template, small_copy)
+            shutil.copy(paths["small"], small_copy)
             walks = {
-                "small": (f"sqlite:///{small_copy}", args.small, 0, 1),
-                "large": (urls["large"][0], args.large, offsets[round_ - 1], stride),
+                "small": (small_copy, args.small, 0, 1),
+                "large": (paths["large"], args.large, offsets[round_ - 1], stride),
             }
-            for label, (url, count, first, step) in walks.items():
-                result, rss = measure(workdir / label, url, count, args.duration, spread,
-                                      first=first, stride=step)  # fmt: skip
+            for label, (path, count, first, step) in walks.items():
+                result, rss = measure(workdir / label, f"sqlite:///{path}", count, args.duration,
+                                      spread, first=first, stride=step)  # fmt: skip
                 rates[label], peak = result.rate, max(peak, rss)
                 print(f"  round {round_} {label:<5} {result.rate:6.0f} webhooks/s  p50 "
                       f"{result.p50_ms:.1f} ms  p99 {result.p99_ms:.1f} ms  daemon peak RSS "

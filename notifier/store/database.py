@@ -40,12 +40,12 @@ class Database:
             raise ConfigurationError(f"NOTIFIER_DATABASE_URL is not a database URL: {err}") from err
         self.url = url
         self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        if self.is_sqlite and parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        path = parsed.database if self.is_sqlite and parsed.database != ":memory:" else None
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         # A file's WAL is copied back by a thread of its own (notifier/store/checkpoint.py);
         # not for an in-memory database, or a URI whose options it could not repeat.
-        path = parsed.database if self.is_sqlite and not parsed.query else None
-        self.checkpointer = Checkpointer(path) if path and path != ":memory:" else None
+        self.checkpointer = Checkpointer(path) if path and not parsed.query else None
         self.writer = self._engine(url, begin="BEGIN IMMEDIATE")
         self.reader = self._engine(url, begin="BEGIN") if self.is_sqlite else self.writer
 
