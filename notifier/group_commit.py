@@ -10,9 +10,12 @@ size follows the load: one item when traffic is light (no added latency), hundre
 Under sustained load a committing batch finishes while the next webhooks are still being read
 and parsed, so batches come out small and each pays the commit's fixed cost (begin, eight
 statements, fsync: about 1.5 ms on SQLite here). So, like PostgreSQL's ``commit_delay`` with
-``commit_siblings``, a flusher whose previous batch held several items waits ``gather`` seconds
-before taking the next: one commit then serves the callers that arrive meanwhile. A caller after
-a lone one (light traffic), or after a pause, is committed at once.
+``commit_siblings``, a flusher whose previous batch held several items waits up to ``gather``
+seconds before taking the next: one commit then serves the callers that arrive meanwhile. The
+wait ends early once as many callers are queued as the previous batch held: clients that each
+wait for their answer before sending again (a sender with a fixed number of connections) are
+all back by then, and waiting longer only leaves both the event loop and the committing thread
+idle. A caller after a lone one (light traffic), or after a pause, is committed at once.
 
 If the batch fails as a whole because the database is unavailable, every caller gets that error
 (the webhook is answered 503 and Clickpost sends it again). If it fails for any other reason,
@@ -48,6 +51,7 @@ class GroupCommit(Generic[_I, _R]):
         self._last_at = 0.0  # and when it was taken (the event loop's clock)
         self._queue: list[tuple[_I, asyncio.Future[_R]]] = []
         self._flusher: asyncio.Task[None] | None = None
+        self._gathering: asyncio.Future[None] | None = None  # set while a flush gathers
         self.batches = 0  # for tests and metrics: how many transactions served the calls
 
     async def submit(self, item: _I) -> _R:
@@ -55,6 +59,8 @@ class GroupCommit(Generic[_I, _R]):
         loop = asyncio.get_running_loop()
         future: asyncio.Future[_R] = loop.create_future()
         self._queue.append((item, future))
+        if self._gathering is not None and len(self._queue) >= self._last:
+            _settle(self._gathering)
         if self._flusher is None or self._flusher.done():
             self._flusher = loop.create_task(self._flush())
         return await future
@@ -68,16 +74,27 @@ class GroupCommit(Generic[_I, _R]):
         loop = asyncio.get_running_loop()
         while self._queue:
             if self._arriving_together(loop.time()):
-                await asyncio.sleep(self._gather)
+                await self._gathered(loop)
             batch, self._queue = self._queue[: self._max_batch], self._queue[self._max_batch :]
             self._last, self._last_at = len(batch), loop.time()
             await self._run(batch)
 
     def _arriving_together(self, now: float) -> bool:
         """Whether to wait for more callers: the last batch held several, a moment ago (a
-        hundred gathers: a pause longer than that means the burst is over), and there is room."""
+        hundred gathers: a pause longer than that means the burst is over), and fewer than that
+        are queued."""
         recent = now - self._last_at < 100 * self._gather
-        return self._gather > 0 and self._last > 1 and recent and len(self._queue) < self._max_batch
+        return self._gather > 0 and self._last > 1 and recent and len(self._queue) < self._last
+
+    async def _gathered(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait ``gather`` seconds, or until as many callers are queued as the last batch held."""
+        self._gathering = loop.create_future()
+        timer = loop.call_later(self._gather, _settle, self._gathering)
+        try:
+            await self._gathering
+        finally:
+            timer.cancel()
+            self._gathering = None
 
     async def _run(self, batch: list[tuple[_I, asyncio.Future[_R]]]) -> None:
         items = [item for item, _ in batch]

@@ -66,6 +66,28 @@ async def test_callers_arriving_together_are_gathered_into_one_commit() -> None:
     assert batches[-1] == ["a", "b", "c"], batches
 
 
+async def test_gathering_ends_once_as_many_callers_as_last_time_are_back() -> None:
+    """Clients that each wait for their answer before sending again are all back once as many
+    are queued as the last batch held: the flush commits them then, not after ``gather`` (30 s
+    here), and still in one batch."""
+    batches: list[list[str]] = []
+
+    def commit(items: Sequence[str]) -> list[str]:
+        batches.append(list(items))
+        return list(items)
+
+    group: GroupCommit[str, str] = GroupCommit(commit, gather=30)
+    await asyncio.gather(*(group.submit(f"first {i}") for i in range(3)))
+
+    async def later(item: str, delay: float) -> str:
+        await asyncio.sleep(delay)
+        return await group.submit(item)
+
+    again = asyncio.gather(later("a", 0), later("b", 0.01), later("c", 0.02))
+    assert await asyncio.wait_for(again, 5) == ["a", "b", "c"]
+    assert batches[-1] == ["a", "b", "c"], batches
+
+
 async def test_a_lone_caller_or_one_after_a_pause_is_not_kept_waiting() -> None:
     """Gathering is for callers arriving together: a caller after a lone one, or after a
     pause of a hundred gathers, is committed at once (here a wait would be 30 s)."""
