@@ -16,6 +16,7 @@ import hmac
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -32,6 +33,7 @@ from notifier.errors import (
     InputError,
     NotifierError,
     RulesError,
+    StoreUnavailableError,
 )
 from notifier.events import ChannelKind, ShipmentUpdate
 from notifier.group_commit import GroupCommit
@@ -82,6 +84,9 @@ class Notifier:
         self.store = Store(self.db)
         self._ingest = GroupCommit(self._record, max_batch=INGEST_BATCH, gather=INGEST_GATHER)
         self.ingested: Counter[str] = Counter()
+        # Updates refused because the database would not store them (each answered 503, for
+        # Clickpost to send again); None once one is stored. See refusal().
+        self._refusing: Refusal | None = None
         self.queue = Queue(self.db)
         self.log = DeliveryLog(self.db)
         self.channels = dict(channels) if channels is not None else build_channels(self.settings)
@@ -157,7 +162,15 @@ class Notifier:
     async def ingest(self, update: ShipmentUpdate) -> IngestOutcome:
         """Store an already parsed update (a webhook or a poll) and plan for it. Concurrent
         calls share transactions (group commit); each returns once its own is committed."""
-        outcome = await self._ingest.submit(update)
+        try:
+            outcome = await self._ingest.submit(update)
+        except StoreUnavailableError as err:
+            self.metrics.webhooks.labels("unavailable").inc()
+            now = self.clock()  # since: the first refusal after the last update stored
+            since = self._refusing.since if self._refusing else now
+            self._refusing = Refusal(since=since, last=now, reason=_unavailable_reason(err))
+            raise
+        self._refusing = None
         log.debug(
             "update %s/%s code %s: %s",
             update.cp_id,
@@ -166,6 +179,16 @@ class Notifier:
             outcome.verdict,
         )
         return outcome
+
+    def refusal(self) -> Refusal | None:
+        """Whether updates are being refused (/healthz, /readyz): from a refusal until an
+        update is stored or none was refused for ``REFUSAL_MEMORY``; ``since`` is the first
+        refusal after the last update stored. The second bound matters: a load balancer that
+        stops sending to a daemon that is not ready would keep it from ever storing one."""
+        refusing = self._refusing
+        if refusing is None or self.clock() - refusing.last >= REFUSAL_MEMORY:
+            return None
+        return refusing
 
     def summarise_ingest(self) -> str | None:
         """What was ingested since the last call, in words (None: nothing): the daemon logs
@@ -318,6 +341,35 @@ class Notifier:
         forgotten = await asyncio.to_thread(forget, self.db, customer, now=self.clock())
         log.info("forgot a customer on request: %s", forgotten)
         return forgotten
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Updates are being refused: since when, the latest, and why in a few words (no server
+    names)."""
+
+    since: datetime
+    last: datetime
+    reason: str
+
+
+# How long one refused update keeps the daemon "not ready" when no other comes after it.
+REFUSAL_MEMORY = timedelta(seconds=30)
+
+
+def _unavailable_reason(err: StoreUnavailableError) -> str:
+    """What an operator acts on, from the driver's message (which may name hosts and users,
+    and /healthz answers anyone)."""
+    text = str(err).lower()
+    if "full" in text or "no space" in text:
+        return "database or disk is full"
+    if "locked" in text or "busy" in text:
+        return "database is locked by another writer"
+    if "read-only" in text or "readonly" in text:
+        return "database is read-only"
+    if err.conflict:
+        return "transactions kept conflicting with another daemon's"
+    return "database unreachable"
 
 
 # At most this many updates share one ingest transaction (group commit).

@@ -269,22 +269,39 @@ def _routes(app: _App, settings: Settings) -> None:
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
-        engine, scheduler = _engine(request), request.app.state.scheduler
-        database = engine.db.ping()
-        body = {
-            "status": "ok" if database else "unavailable",
-            "database": database,
-            "scheduler": scheduler.alive,
-            "rules": {"version": engine.rules.version, "rules": len(engine.rules.rules),
-                      "error": engine.rules_error},
-        }  # fmt: skip
-        return JSONResponse(body, status_code=200 if database else 503)
+        """Liveness: 503 only when the database does not answer. Updates being refused (a
+        full disk: reads still answer) make it "degraded", and /readyz 503."""
+        body = _health(request)
+        return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)
+
+    @app.get("/readyz")
+    async def readyz(request: Request) -> JSONResponse:
+        """Readiness, for a load balancer: 200 only while webhooks are being stored."""
+        body = _health(request)
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @app.get("/metrics")
     async def metrics(request: Request) -> PlainTextResponse:
         from notifier.metrics import exposition
 
         return PlainTextResponse(exposition(_engine(request)))
+
+
+def _health(request: Request) -> dict[str, Any]:
+    engine, scheduler = _engine(request), request.app.state.scheduler
+    database, refusing = engine.db.ping(), engine.refusal()
+    ingest: dict[str, Any] = {"refusing": refusing is not None}
+    if refusing is not None:
+        ingest |= {"since": refusing.since.isoformat(), "reason": refusing.reason}
+    status = "unavailable" if not database else "degraded" if refusing else "ok"
+    return {
+        "status": status,
+        "database": database,
+        "ingest": ingest,
+        "scheduler": scheduler.alive,
+        "rules": {"version": engine.rules.version, "rules": len(engine.rules.rules),
+                  "error": engine.rules_error},
+    }  # fmt: skip
 
 
 def _optout_routes(app: FastAPI, settings: Settings) -> None:

@@ -54,8 +54,8 @@ OWN_CREDENTIALS = {
 }
 # Open on purpose: no personal data, nothing changes.
 PUBLIC = {
-    ("GET", "/healthz"), ("GET", "/metrics"), ("GET", "/openapi.json"), ("GET", "/docs"),
-    ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
+    ("GET", "/healthz"), ("GET", "/readyz"), ("GET", "/metrics"), ("GET", "/openapi.json"),
+    ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"), ("GET", "/redoc"),
 }  # fmt: skip
 CONSOLE_OPEN = {("GET", "/console/login"), ("POST", "/console/login"),
                 ("POST", "/console/logout"), ("GET", "/console/static/console.css")}  # fmt: skip

@@ -334,9 +334,15 @@ def test_database_full_webhooks_get_503_until_space_frees(tmp_path: Path) -> Non
         wait_for(lambda: clickpost.answers[503] >= 3, timeout=20, what="503s while full")
         time.sleep(2.0)
         assert not posting.done()  # nothing gets in while the disk is full
+        ready = daemon.api.get("/readyz")  # reads still work: a ping alone said "ok"
+        assert ready.status_code == 503 and ready.json()["database"] is True
+        assert ready.json()["status"] == "degraded"
+        assert ready.json()["ingest"]["reason"] == "database or disk is full"
         filler.unlink()
         twilio.delay = 0.0
         posting.result(timeout=60)
+        ready = daemon.api.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["ingest"] == {"refusing": False}
 
         all_sent(daemon, people)
         assert set(clickpost.answers) == {200, 503} and clickpost.retry_after == {"5"}

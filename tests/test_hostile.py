@@ -328,7 +328,7 @@ WITH_PARAMETERS = [
 # Nothing in the document to break for these (any string is a token): positive cases only.
 WITHOUT = [("/callbacks/twilio/status", "POST"), ("/callbacks/twilio/inbound", "POST"),
            ("/unsubscribe/{token}", "GET"), ("/unsubscribe/{token}", "POST"),
-           ("/healthz", "GET"), ("/metrics", "GET")]  # fmt: skip
+           ("/healthz", "GET"), ("/readyz", "GET"), ("/metrics", "GET")]  # fmt: skip
 OPERATIONS = [(*op, mode) for op in WITH_PARAMETERS for mode in (POSITIVE, NEGATIVE)]
 OPERATIONS += [(*op, POSITIVE) for op in WITHOUT]
 

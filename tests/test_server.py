@@ -12,6 +12,8 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from notifier import Notifier, Settings
+from notifier.app import _unavailable_reason
+from notifier.errors import StoreUnavailableError
 from notifier.server import create_app
 
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -152,6 +154,69 @@ def test_healthz_and_metrics(api: TestClient) -> None:
     )
     assert "notifier_due_notifications 2.0" in metrics
     assert "9876543210" not in metrics and "priya" not in metrics.lower()
+
+
+def test_readyz_and_healthz_say_when_webhooks_are_refused_and_since_when(
+    api: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads still answer on a full disk, so a ping alone said "ok" while every webhook got a
+    503. Now, from the first refused update until one is stored again, /readyz is 503 and
+    /healthz "degraded" (still 200: restarting the daemon would not free the disk), both
+    saying why in words that name no server."""
+    api.post("/shipments", json=registration())
+    engine: Notifier = api.app.state.notifier  # type: ignore[attr-defined]
+    stored = engine.store.record_updates
+
+    def full(*args: object, **kwargs: object) -> object:
+        raise StoreUnavailableError("database unavailable: database or disk is full")
+
+    monkeypatch.setattr(engine.store, "record_updates", full)
+    for minute in (0, 1):
+        clock.now = T0.replace(minute=minute)
+        body = dumps(webhook(code=6, at=T0.replace(minute=minute)))
+        assert api.post("/webhooks/clickpost", content=body, headers=KEY).status_code == 503
+    ready, health = api.get("/readyz"), api.get("/healthz")
+    assert (ready.status_code, health.status_code) == (503, 200)
+    assert ready.json() == health.json()
+    assert health.json()["status"] == "degraded" and health.json()["database"] is True
+    assert health.json()["ingest"] == {"refusing": True, "since": T0.isoformat(),
+                                       "reason": "database or disk is full"}  # fmt: skip
+    assert 'notifier_webhooks_total{outcome="unavailable"} 2.0' in api.get("/metrics").text
+
+    # A load balancer stops sending to a daemon that is not ready: with no refusal for 30 s it
+    # is ready again, so the next webhook can show whether the disk has space.
+    clock.now = T0.replace(minute=1, second=29)
+    assert api.get("/readyz").status_code == 503
+    clock.now = T0.replace(minute=1, second=30)
+    assert api.get("/readyz").status_code == 200
+    clock.now = T0.replace(minute=2)
+    body = dumps(webhook(code=7, at=T0.replace(minute=2)))
+    assert api.post("/webhooks/clickpost", content=body, headers=KEY).status_code == 503
+    assert api.get("/readyz").json()["ingest"]["since"] == T0.isoformat()  # none stored since
+
+    monkeypatch.setattr(engine.store, "record_updates", stored)
+    body = dumps(webhook(code=8, at=T0))
+    assert api.post("/webhooks/clickpost", content=body, headers=KEY).status_code == 200
+    ready = api.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ok"
+    assert ready.json()["ingest"] == {"refusing": False}
+
+
+@pytest.mark.parametrize(
+    ("message", "conflict", "reason"),
+    [
+        ("database unavailable: database is locked", False, "database is locked by another writer"),
+        ("database unavailable: attempt to write a readonly database", False,
+         "database is read-only"),
+        ('connection to server at "db.internal" (10.0.0.5), port 5432 failed: FATAL: '
+         'password authentication failed for user "shop"', False, "database unreachable"),
+        ("deadlock detected", True, "transactions kept conflicting with another daemon's"),
+    ],
+)  # fmt: skip
+def test_a_refusal_is_told_in_words_that_name_no_server(
+    message: str, conflict: bool, reason: str
+) -> None:
+    assert _unavailable_reason(StoreUnavailableError(message, conflict=conflict)) == reason
 
 
 def signed(params: dict[str, str], url: str, token: str = "tw-token") -> dict[str, str]:
