@@ -317,12 +317,14 @@ class Notifier:
         if status is None:
             return None
         reason = _receipt_reason(receipt.status, receipt.error_code)
-        moved = await asyncio.to_thread(
+        applied = await asyncio.to_thread(
             self.queue.apply_receipt, receipt.message_sid, status.value, reason, now=self.clock()
         )
-        log.info("receipt %s for %s: %s", receipt.status, receipt.message_sid,
-                 "applied" if moved else "nothing to move")  # fmt: skip
-        return moved
+        what = "applied" if applied.moved else "nothing to move"
+        if applied.kept:
+            what = "kept until the send is recorded"
+        log.info("receipt %s for %s: %s", receipt.status, receipt.message_sid, what)
+        return applied.moved
 
     def _observe_send(self, channel: str, outcome: str, seconds: float) -> None:
         self.metrics.sends.labels(channel, outcome).observe(seconds)

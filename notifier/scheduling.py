@@ -111,7 +111,7 @@ class Scheduler:
 
     async def _retention(self) -> None:
         purged = await self.notifier.purge_expired_data(self.retention_days)
-        if purged.events or purged.notifications or purged.shipments:
+        if any(vars(purged).values()):
             log.info("retention: %s", purged)
 
     def start(self) -> None:

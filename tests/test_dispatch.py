@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import email
 import json
+import logging
 import shutil
 import time
 from datetime import UTC, datetime, timedelta
@@ -12,7 +13,11 @@ from email import policy
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import ROOT, Clock, registration, webhook
+from pydantic import SecretStr
+from sqlalchemy import text
+from twilio.request_validator import RequestValidator
 
 from notifier import Notifier, PermanentChannelError, Settings, TransientChannelError
 from notifier.channels import Channel, OutgoingMessage, SendReceipt, build_channels
@@ -370,3 +375,65 @@ async def test_whatsapp_approved_template_variables_are_rendered(
     assert message.content_sid == sid
     assert message.content_variables == {"1": "Priya", "2": "ACME-100231"}
     assert message.to == "+919876543210" and "delivered" in message.text
+
+
+# -- receipts that beat the send's record ------------------------------------------------------
+
+
+def _callback(n: Notifier, sid: str, status: str) -> tuple[dict[str, str], str]:
+    """Twilio's status callback for ``sid``, signed as Twilio signs it."""
+    params = {"MessageSid": sid, "MessageStatus": status, "To": "+919876543210"}
+    url = f"{n.settings.public_url}/callbacks/twilio/status"
+    return params, RequestValidator("tw-token").compute_signature(url, params)
+
+
+class CallbackFirstChannel(ScriptedChannel):
+    """Twilio accepting a message, and its "delivered" callback reaching notifier before the
+    dispatcher has written the message id (a busy or locked database makes that window long)."""
+
+    def __init__(self, engine: list[Notifier]) -> None:
+        super().__init__(ChannelKind.SMS, [])
+        self.engine = engine
+        self.while_sending: list[int | None] = []
+
+    async def send(self, message: OutgoingMessage) -> SendReceipt:
+        receipt = await super().send(message)
+        n = self.engine[0]
+        callback = _callback(n, receipt.provider_id, "delivered")
+        self.while_sending.append(await n.handle_twilio_status(*callback))
+        return receipt
+
+
+async def test_a_receipt_before_the_send_is_recorded_is_applied_once_it_is(
+    settings: Settings, clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    twilio = settings.model_copy(
+        update={"twilio_auth_token": SecretStr("tw-token"), "public_url": "https://n.example"}
+    )
+    engine: list[Notifier] = []
+    sms = CallbackFirstChannel(engine)
+    channels = build_channels(twilio) | {ChannelKind.SMS: sms}
+    async with Notifier(twilio, clock=clock, channels=channels) as n:
+        engine.append(n)
+        await n.register_shipment(registration())
+        clock.now = T0
+        await n.handle_webhook(webhook(code=6, at=T0))
+        with caplog.at_level(logging.INFO, logger="notifier"):
+            assert (await n.dispatch_due()).counts == {"sent": 2}
+        assert sms.while_sending == [None]  # nothing to move yet: the id was not written
+        assert "receipt delivered for SM" in caplog.text
+        assert "kept until the send is recorded" in caplog.text
+        [row] = await n.notifications(channel="sms")
+        assert row["status"] == "delivered" and row["provider_id"] == f"SM{1:032d}"
+        with n.db.read() as session:  # applied, so no longer kept
+            assert session.execute(text("SELECT count(*) FROM earlyreceipt")).scalar() == 0
+        # A receipt older than what is known is not kept for later: it is simply old.
+        assert await n.handle_twilio_status(*_callback(n, row["provider_id"], "failed")) is None
+        # One for a message notifier never sent (another application on the account) is kept
+        # until retention clears it.
+        assert await n.handle_twilio_status(*_callback(n, "SM" + "f" * 32, "delivered")) is None
+        with n.db.read() as session:
+            kept = session.execute(text("SELECT provider_id, status FROM earlyreceipt")).all()
+        assert [tuple(r) for r in kept] == [("SM" + "f" * 32, "delivered")]
+        clock.now = T0 + timedelta(days=91)
+        assert (await n.purge_expired_data(days=90)).early_receipts == 1

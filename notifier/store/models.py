@@ -188,6 +188,18 @@ class Attempt(SQLModel, table=True):
     provider_id: str | None = None
 
 
+class EarlyReceipt(SQLModel, table=True):
+    """A delivery receipt that came before its send was recorded: a provider's callback can
+    beat the dispatcher's write of the message id (a busy or locked database, a fast handset).
+    Kept, and applied when a send's record names its id; retention clears those never used."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider_id: str = Field(index=True)
+    status: str  # delivered | undelivered | failed
+    reason: str = ""
+    received_at: datetime = Field(sa_type=UtcDateTime)
+
+
 class ConsoleAction(SQLModel, table=True):
     """What a support agent did to a notification in the console (resend, cancel): the manual
     steps of the delivery log, kept beside the attempts they caused."""

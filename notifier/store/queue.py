@@ -22,7 +22,14 @@ from sqlmodel import Session, col, select
 
 from notifier.events import PENDING_STATUSES, ChannelKind, NotificationStatus
 from notifier.store.database import Database
-from notifier.store.models import Attempt, Event, Notification, Shipment, Suppression
+from notifier.store.models import (
+    Attempt,
+    EarlyReceipt,
+    Event,
+    Notification,
+    Shipment,
+    Suppression,
+)
 
 _T = TypeVar("_T")
 NOTIFICATION: Table = Notification.__table__  # type: ignore[attr-defined]
@@ -30,6 +37,7 @@ ATTEMPT: Table = Attempt.__table__  # type: ignore[attr-defined]
 SHIPMENT: Table = Shipment.__table__  # type: ignore[attr-defined]
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
 SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
+EARLY: Table = EarlyReceipt.__table__  # type: ignore[attr-defined]
 
 # A receipt only moves a notification forward: Twilio's callbacks arrive out of order.
 RECEIPT_MOVES: dict[str, tuple[str, ...]] = {
@@ -37,6 +45,12 @@ RECEIPT_MOVES: dict[str, tuple[str, ...]] = {
     NotificationStatus.UNDELIVERED: (NotificationStatus.SENT,),
     NotificationStatus.FAILED: (NotificationStatus.SENT,),
 }
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReceiptOutcome:
+    moved: int | None  # the notification the receipt moved forward
+    kept: bool = False  # no send recorded with its id yet: kept until one is
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -119,6 +133,7 @@ class Queue:
                 attempts = [f.attempt() for f in mine if f.outcome not in {"expired", "suppressed"}]
                 if attempts:
                     conn.execute(insert(ATTEMPT), attempts)
+                _apply_early_receipts(conn, {f.provider_id: f.now for f in mine if f.provider_id})
             done = {id(f) for f in mine}
             return [id(f) in done for f in finishes]
 
@@ -140,21 +155,22 @@ class Queue:
 
     def apply_receipt(
         self, provider_id: str, status: str, reason: str, *, now: datetime
-    ) -> int | None:
-        """Move the notification sent as ``provider_id`` forward to ``status``; its id, or None
-        when no notification can move (unknown id, or the receipt is older than what we know)."""
-        allowed = RECEIPT_MOVES.get(status, ())
+    ) -> ReceiptOutcome:
+        """Move the notification sent as ``provider_id`` forward to ``status``. A receipt that
+        would move a message but names no send recorded yet (its callback beat the
+        dispatcher's write) is kept, and applied when the send is recorded (``finish_many``);
+        one older than what is known moves nothing."""
         with self.db.write() as session:
-            moved: int | None = session.execute(
-                sql_update(Notification)
-                .where(
-                    col(Notification.provider_id) == provider_id,
-                    col(Notification.status).in_(allowed),
-                )
-                .values(status=status, reason=reason, updated_at=now)
-                .returning(col(Notification.id))
-            ).scalar_one_or_none()
-            return moved
+            conn = session.connection()
+            moved = _move(conn, provider_id, status, reason, now)
+            if moved is not None or status not in RECEIPT_MOVES:
+                return ReceiptOutcome(moved=moved)
+            known = sql_select(NOTIFICATION.c.id).where(NOTIFICATION.c.provider_id == provider_id)
+            if conn.execute(known.limit(1)).first() is not None:
+                return ReceiptOutcome(moved=None)
+            conn.execute(insert(EARLY).values(provider_id=provider_id, status=status,
+                                              reason=reason, received_at=now))  # fmt: skip
+            return ReceiptOutcome(moved=None, kept=True)
 
     def suppress(self, channel: str, address: str, reason: str, *, now: datetime) -> None:
         """Record that ``address`` wants nothing more on ``channel``; pending sends to it stop."""
@@ -304,3 +320,33 @@ def _addressed(channel: str, address: str) -> str:
 def _required(value: _T | None) -> _T:
     assert value is not None
     return value
+
+
+def _move(conn: Any, provider_id: str, status: str, reason: str, now: datetime) -> int | None:
+    """Move the notification sent as ``provider_id`` forward to ``status``: its id, or None."""
+    moved: int | None = conn.execute(
+        sql_update(NOTIFICATION)
+        .where(
+            NOTIFICATION.c.provider_id == provider_id,
+            NOTIFICATION.c.status.in_(RECEIPT_MOVES.get(status, ())),
+        )
+        .values(status=status, reason=reason, updated_at=now)
+        .returning(NOTIFICATION.c.id)
+    ).scalar_one_or_none()
+    return moved
+
+
+def _apply_early_receipts(conn: Any, recorded: Mapping[str, datetime]) -> None:
+    """Receipts that came before these sends were recorded (provider id: when it was), applied
+    now in the order they came, then dropped."""
+    if not recorded:
+        return
+    early = conn.execute(
+        sql_select(EARLY.c.id, EARLY.c.provider_id, EARLY.c.status, EARLY.c.reason)
+        .where(EARLY.c.provider_id.in_(sorted(recorded)))
+        .order_by(EARLY.c.id)
+    ).all()
+    for row in early:
+        _move(conn, row.provider_id, row.status, row.reason, recorded[row.provider_id])
+    if early:
+        conn.execute(sql_delete(EARLY).where(EARLY.c.id.in_([row.id for row in early])))

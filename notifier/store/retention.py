@@ -4,7 +4,8 @@ After ``NOTIFIER_RETENTION_DAYS`` an event keeps its codes and times but not its
 notification keeps its rule, channel, status and masked recipient but not the address or the
 text, and its attempts keep their outcome but not the provider's reply (which often echoes the
 address); a shipment no longer updated keeps its codes but not who it was for or where it
-went; a call made to Clickpost keeps its status but not the body it sent.
+went; a call made to Clickpost keeps its status but not the body it sent. A delivery receipt
+kept for a send never recorded with its id (another application's message, most likely) goes.
 """
 
 from __future__ import annotations
@@ -14,12 +15,20 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, String, cast
+from sqlalchemy import delete as sql_delete
 from sqlalchemy import update as sql_update
 from sqlmodel import col, select
 
 from notifier.events import PENDING_STATUSES, NotificationStatus
 from notifier.store.database import Database
-from notifier.store.models import Attempt, ClickpostCall, Event, Notification, Shipment
+from notifier.store.models import (
+    Attempt,
+    ClickpostCall,
+    EarlyReceipt,
+    Event,
+    Notification,
+    Shipment,
+)
 
 PERSONAL_KEYS = ("consumer_details", "drop_address")
 
@@ -31,6 +40,7 @@ class Purged:
     shipments: int
     attempts: int = 0
     clickpost_calls: int = 0
+    early_receipts: int = 0
 
 
 def purge(db: Database, *, before: datetime) -> Purged:
@@ -77,9 +87,14 @@ def purge(db: Database, *, before: datetime) -> Purged:
             .values(body={})
             .returning(col(ClickpostCall.id))
         ).all()
+        receipts = session.execute(
+            sql_delete(EarlyReceipt)
+            .where(col(EarlyReceipt.received_at) < before)
+            .returning(col(EarlyReceipt.id))
+        ).all()
     return Purged(
         events=len(events), notifications=len(notifications), shipments=len(stale),
-        attempts=len(attempts), clickpost_calls=len(calls),
+        attempts=len(attempts), clickpost_calls=len(calls), early_receipts=len(receipts),
     )  # fmt: skip
 
 
