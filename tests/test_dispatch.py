@@ -7,6 +7,7 @@ import email
 import json
 import logging
 import shutil
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from email import policy
@@ -23,6 +24,7 @@ from notifier import Notifier, PermanentChannelError, Settings, TransientChannel
 from notifier.channels import Channel, OutgoingMessage, SendReceipt, build_channels
 from notifier.errors import OptedOutError
 from notifier.events import ChannelKind
+from notifier.store import queue
 
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 
@@ -437,3 +439,47 @@ async def test_a_receipt_before_the_send_is_recorded_is_applied_once_it_is(
         assert [tuple(r) for r in kept] == [("SM" + "f" * 32, "delivered")]
         clock.now = T0 + timedelta(days=91)
         assert (await n.purge_expired_data(days=90)).early_receipts == 1
+
+
+async def test_a_receipt_while_its_send_is_being_recorded_is_not_left_behind(
+    settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The receipt comes while another transaction is writing its send's id (on PostgreSQL,
+    another daemon's): it must be applied, not kept for a record already being written. The
+    send's record is stopped just before it looks for kept receipts; the receipt gets a
+    second to get through, then the record goes on. On PostgreSQL both take an advisory lock
+    on the id (without it the receipt saw no send, was kept, and stayed kept); SQLite runs
+    one write transaction at a time."""
+    twilio = settings.model_copy(
+        update={"twilio_auth_token": SecretStr("tw-token"), "public_url": "https://n.example"}
+    )
+    reached, go = threading.Event(), threading.Event()
+    original = queue._apply_early_receipts
+
+    def pausing(*args: Any) -> None:
+        reached.set()
+        go.wait(30)
+        original(*args)
+
+    monkeypatch.setattr(queue, "_apply_early_receipts", pausing)
+    sms = ScriptedChannel(ChannelKind.SMS, [])
+    channels = build_channels(twilio) | {ChannelKind.SMS: sms}
+    async with Notifier(twilio, clock=clock, channels=channels) as n:
+        await n.register_shipment(registration(email=""))
+        clock.now = T0
+        await n.handle_webhook(webhook(code=6, at=T0))
+        dispatching = asyncio.create_task(n.dispatch_due())
+        try:
+            assert await asyncio.to_thread(reached.wait, 10)
+            receipt = asyncio.create_task(
+                n.handle_twilio_status(*_callback(n, f"SM{1:032d}", "delivered"))
+            )
+            await asyncio.sleep(1)
+        finally:
+            go.set()
+        assert (await dispatching).counts == {"sent": 1}
+        assert await receipt is not None  # applied to the recorded send
+        [row] = await n.notifications(channel="sms")
+        assert row["status"] == "delivered"
+        with n.db.read() as session:
+            assert session.execute(text("SELECT count(*) FROM earlyreceipt")).scalar() == 0

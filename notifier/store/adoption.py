@@ -11,7 +11,8 @@ So each takes a transaction-scoped advisory lock per way a registration adopts b
 waybill; a reference, for updates without a waybill) before it reads: whichever comes second
 sees what the first committed. Keys are taken in one statement, sorted, so two transactions
 never wait for each other in a circle. SQLite runs one write transaction at a time and needs
-none of this.
+none of this. The dispatcher takes the same kind of lock on a sent message's id, for the same
+reason between a send's record and its delivery receipt (store/queue.py).
 """
 
 from __future__ import annotations

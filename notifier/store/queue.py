@@ -21,6 +21,7 @@ from sqlalchemy import update as sql_update
 from sqlmodel import Session, col, select
 
 from notifier.events import PENDING_STATUSES, ChannelKind, NotificationStatus
+from notifier.store import adoption
 from notifier.store.database import Database
 from notifier.store.models import (
     Attempt,
@@ -118,6 +119,7 @@ class Queue:
         n = NOTIFICATION.c
         with self.db.write() as session:
             conn = session.connection()
+            adoption.lock(conn, (_receipt_key(f.provider_id) for f in finishes if f.provider_id))
             ids = sorted({f.job.id for f in finishes})
             leases: dict[int, datetime] = dict(
                 conn.execute(
@@ -162,6 +164,7 @@ class Queue:
         one older than what is known moves nothing."""
         with self.db.write() as session:
             conn = session.connection()
+            adoption.lock(conn, [_receipt_key(provider_id)])
             moved = _move(conn, provider_id, status, reason, now)
             if moved is not None or status not in RECEIPT_MOVES:
                 return ReceiptOutcome(moved=moved)
@@ -320,6 +323,13 @@ def _addressed(channel: str, address: str) -> str:
 def _required(value: _T | None) -> _T:
     assert value is not None
     return value
+
+
+def _receipt_key(provider_id: str) -> str:
+    """The advisory lock (PostgreSQL) a send's record and its receipts take, so that of two
+    daemons, one recording a send and one given its receipt, the second sees what the first
+    committed: a receipt kept while the record was being written would otherwise stay kept."""
+    return f"receipt {provider_id}"
 
 
 def _move(conn: Any, provider_id: str, status: str, reason: str, now: datetime) -> int | None:
