@@ -9,9 +9,10 @@ sequence):
 
 - ``--small`` registered shipments and nothing else;
 - ``--large`` registered shipments, each with ``--events-per-shipment`` older events and as
-  many sent notifications already stored (bulk-loaded: rows as ingest writes them), so the
-  unique indexes ingest checks (event identity, notification dedup key) and the tables it
-  reads (shipments, pending notifications) are full size.
+  many notifications sent to its customer already stored (bulk-loaded: rows as ingest writes
+  them), so the unique indexes ingest checks (event identity, notification dedup key), the
+  others a new message enters (recipient, shipment and status) and the tables it reads
+  (shipments, pending notifications) are full size.
 
 Both get the same webhooks: each round walks ``--small`` shipments that have had none yet,
 through picked up, in transit and delivered, in the same scattered order. On the small
@@ -101,7 +102,8 @@ def history(url: str, shipments: int, per_shipment: int, *, chunk: int = 50_000)
                 ev_rows,
             )  # fmt: skip
             for k, (event_id, shipment_id) in enumerate(result.all()):
-                note_rows.append(_sent(shipment_id, event_id, k % per_shipment, old))
+                waybill = ev_rows[k]["waybill"]
+                note_rows.append(_sent(shipment_id, event_id, k % per_shipment, old, waybill))
             conn.execute(sqlalchemy.insert(notes), note_rows)
     engine.dispose()
     return time.perf_counter() - began
@@ -121,11 +123,15 @@ def _event(shipment_id: int, waybill: str, k: int, at: datetime) -> dict[str, An
     }  # fmt: skip
 
 
-def _sent(shipment_id: int, event_id: int, k: int, at: datetime) -> dict[str, Any]:
+def _sent(shipment_id: int, event_id: int, k: int, at: datetime, waybill: str) -> dict[str, Any]:
+    # Sent to the shipment's own customer (common.registration's phone), so the recipient
+    # index is as large and as scattered as a real shop's, and each new message lands beside
+    # its customer's earlier ones.
+    phone = f"+9198{int(waybill.removeprefix('BENCH')):08d}"
     return {
         "shipment_id": shipment_id, "event_id": event_id, "rule": f"history{k}",
         "channel": "sms", "dedup_key": f"{shipment_id}:history{k}:sms:once",
-        "recipient": "+919800000000", "recipient_masked": "+91******0000",
+        "recipient": phone, "recipient_masked": "+91******" + phone[-4:],
         "template": "shipped", "rules_version": "history", "status": "sent", "reason": "",
         "body": "Hi, your order is on its way: https://track.acme.example/BENCH",
         "encoding": "GSM-7",
@@ -184,7 +190,8 @@ def main() -> None:
         paths = {}
         for label, count, per in (("small", args.small, 0),
                                   ("large", args.large, args.events_per_shipment)):  # fmt: skip
-            path = paths[label] = workdir / f"{label}-{count}x{per}.db"
+            # -r2: messages sent to each shipment's own customer (before, all to one number)
+            path = paths[label] = workdir / f"{label}-{count}x{per}-r2.db"
             if not path.exists():
                 took = bulk_register(f"sqlite:///{path}", count)
                 if per:
