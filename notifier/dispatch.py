@@ -112,12 +112,21 @@ class Dispatcher:
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
         # Attempts that end together are recorded in one transaction (group commit).
         self._finishes = GroupCommit(queue.finish_many)
+        # Claimed and not yet recorded. A send whose record waits for a locked database can
+        # outlive its lease; this process must not claim it again meanwhile (another run, woken
+        # by a webhook, would send the message a second time).
+        self._in_flight: set[int] = set()
 
     async def dispatch_due(self, stop: Callable[[], bool] = lambda: False) -> DispatchReport:
         """Send everything due now, every channel in parallel, until nothing due is left
         (or ``stop()`` says the process is shutting down: no new batch is claimed then)."""
         report = DispatchReport()
-        await asyncio.gather(*(self._drain(kind, report, stop) for kind in self.channels))
+        drains = [self._drain(kind, report, stop) for kind in self.channels]
+        # Every channel's drain ends before the run does, even when one fails (its claim met a
+        # locked database): a drain left running on its own would overlap the next run.
+        for result in await asyncio.gather(*drains, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
         return report
 
     async def _drain(self, kind: ChannelKind, report: DispatchReport,
@@ -126,11 +135,16 @@ class Dispatcher:
             now = self.clock()
             jobs = await asyncio.to_thread(
                 self.queue.claim_due, now=now, limit=self.batch, lease_until=now + self.lease,
-                channel=kind.value,
+                channel=kind.value, exclude=frozenset(self._in_flight),
             )  # fmt: skip
             if jobs:
-                for status in await self._send_batch(kind, jobs):
-                    report.add(status)
+                claimed = {job.id for job in jobs}
+                self._in_flight |= claimed
+                try:
+                    for status in await self._send_batch(kind, jobs):
+                        report.add(status)
+                finally:
+                    self._in_flight -= claimed
             if len(jobs) < self.batch:
                 return
 

@@ -22,7 +22,8 @@ from twilio.request_validator import RequestValidator
 
 from notifier import Notifier, PermanentChannelError, Settings, TransientChannelError
 from notifier.channels import Channel, OutgoingMessage, SendReceipt, build_channels
-from notifier.errors import OptedOutError
+from notifier.dispatch import Dispatcher
+from notifier.errors import OptedOutError, StoreUnavailableError
 from notifier.events import ChannelKind
 from notifier.store import queue
 
@@ -483,3 +484,55 @@ async def test_a_receipt_while_its_send_is_being_recorded_is_not_left_behind(
         assert row["status"] == "delivered"
         with n.db.read() as session:
             assert session.execute(text("SELECT count(*) FROM earlyreceipt")).scalar() == 0
+
+
+async def test_a_send_still_being_recorded_is_not_claimed_again_by_its_own_daemon(
+    settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The provider took the message; recording it waits for a locked database past the lease;
+    meanwhile a webhook wakes another dispatch run. That run must not claim the row whose
+    lease ran out and send the message again: its outcome is in this process's hands."""
+    real = queue.Queue.finish_many
+    calls: list[int] = []
+
+    def locked_twice(self: queue.Queue, finishes: Any) -> list[bool]:
+        calls.append(len(finishes))
+        if len(calls) <= 2:
+            raise StoreUnavailableError("database unavailable: database is locked")
+        return real(self, finishes)
+
+    monkeypatch.setattr(queue.Queue, "finish_many", locked_twice)
+    sms = ScriptedChannel(ChannelKind.SMS, [])
+    channels = build_channels(settings) | {ChannelKind.SMS: sms}
+    async with Notifier(settings, clock=clock, channels=channels) as n:
+        await n.register_shipment(registration(email=""))
+        clock.now = T0
+        await n.handle_webhook(webhook(code=6, at=T0))
+        first = asyncio.create_task(n.dispatch_due())
+        while not calls:  # sent, and its record refused once: held, retried in 0.5 s
+            await asyncio.sleep(0.01)
+        clock.now = T0 + timedelta(seconds=n.settings.send_lease_seconds + 1)  # lease ran out
+        assert (await n.dispatch_due()).counts == {}
+        assert (await first).counts == {"sent": 1}
+        assert len(sms.sent) == 1
+        [row] = await n.notifications(channel="sms")
+        assert row["status"] == "sent" and row["attempts"] == 1
+
+
+async def test_a_run_ends_only_when_every_channel_has_ended(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One channel's claim meets a locked database while another still has sends out: the run
+    fails, but only once the other has finished, so the next run cannot overlap it."""
+    finished: list[ChannelKind] = []
+
+    async def drain(self: Dispatcher, kind: ChannelKind, *_: Any) -> None:
+        if kind is ChannelKind.EMAIL:
+            raise StoreUnavailableError("database unavailable: database is locked")
+        await asyncio.sleep(0.3)
+        finished.append(kind)
+
+    monkeypatch.setattr(Dispatcher, "_drain", drain)
+    with pytest.raises(StoreUnavailableError, match="locked"):
+        await notifier.dispatch_due()
+    assert ChannelKind.SMS in finished

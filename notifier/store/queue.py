@@ -8,7 +8,7 @@ writers, so it needs nothing more.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
@@ -79,9 +79,16 @@ class Queue:
         self.db = db
 
     def claim_due(
-        self, *, now: datetime, limit: int, lease_until: datetime, channel: str | None = None
+        self,
+        *,
+        now: datetime,
+        limit: int,
+        lease_until: datetime,
+        channel: str | None = None,
+        exclude: Collection[int] = (),
     ) -> list[Job]:
-        """Claim due rows (and rows whose sender's lease ran out), optionally of one channel."""
+        """Claim due rows (and rows whose sender's lease ran out), optionally of one channel;
+        never those in ``exclude`` (the caller's own sends, still being recorded)."""
         due = or_(
             and_(col(Notification.status).in_(PENDING_STATUSES), col(Notification.due_at) <= now),
             and_(
@@ -92,6 +99,8 @@ class Queue:
         ids = select(Notification.id).where(due)
         if channel is not None:
             ids = ids.where(col(Notification.channel) == channel)
+        if exclude:
+            ids = ids.where(col(Notification.id).not_in(sorted(exclude)))
         ids = ids.order_by(col(Notification.due_at)).limit(limit).with_for_update(skip_locked=True)
         claim = (
             sql_update(Notification)
