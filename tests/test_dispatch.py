@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import json
 import logging
 import shutil
 import threading
 import time
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email import policy
 from pathlib import Path
@@ -390,6 +392,24 @@ def _callback(n: Notifier, sid: str, status: str) -> tuple[dict[str, str], str]:
     return params, RequestValidator("tw-token").compute_signature(url, params)
 
 
+def _with_twilio_callbacks(settings: Settings) -> Settings:
+    """Settings under which Twilio's status callbacks are checked (and _callback signs)."""
+    return settings.model_copy(
+        update={"twilio_auth_token": SecretStr("tw-token"), "public_url": "https://n.example"}
+    )
+
+
+@contextlib.asynccontextmanager
+async def _one_sms_due(settings: Settings, clock: Clock) -> AsyncIterator[Notifier]:
+    """A notifier with one SMS due now (the customer has no email), sent by a ScriptedChannel."""
+    channels = build_channels(settings) | {ChannelKind.SMS: ScriptedChannel(ChannelKind.SMS, [])}
+    async with Notifier(settings, clock=clock, channels=channels) as n:
+        await n.register_shipment(registration(email=""))
+        clock.now = T0
+        await n.handle_webhook(webhook(code=6, at=T0))
+        yield n
+
+
 class CallbackFirstChannel(ScriptedChannel):
     """Twilio accepting a message, and its "delivered" callback reaching notifier before the
     dispatcher has written the message id (a busy or locked database makes that window long)."""
@@ -410,9 +430,7 @@ class CallbackFirstChannel(ScriptedChannel):
 async def test_a_receipt_before_the_send_is_recorded_is_applied_once_it_is(
     settings: Settings, clock: Clock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    twilio = settings.model_copy(
-        update={"twilio_auth_token": SecretStr("tw-token"), "public_url": "https://n.example"}
-    )
+    twilio = _with_twilio_callbacks(settings)
     engine: list[Notifier] = []
     sms = CallbackFirstChannel(engine)
     channels = build_channels(twilio) | {ChannelKind.SMS: sms}
@@ -451,9 +469,7 @@ async def test_a_receipt_while_its_send_is_being_recorded_is_not_left_behind(
     second to get through, then the record goes on. On PostgreSQL both take an advisory lock
     on the id (without it the receipt saw no send, was kept, and stayed kept); SQLite runs
     one write transaction at a time."""
-    twilio = settings.model_copy(
-        update={"twilio_auth_token": SecretStr("tw-token"), "public_url": "https://n.example"}
-    )
+    twilio = _with_twilio_callbacks(settings)
     reached, go = threading.Event(), threading.Event()
     original = queue._apply_early_receipts
 
@@ -463,12 +479,7 @@ async def test_a_receipt_while_its_send_is_being_recorded_is_not_left_behind(
         original(*args)
 
     monkeypatch.setattr(queue, "_apply_early_receipts", pausing)
-    sms = ScriptedChannel(ChannelKind.SMS, [])
-    channels = build_channels(twilio) | {ChannelKind.SMS: sms}
-    async with Notifier(twilio, clock=clock, channels=channels) as n:
-        await n.register_shipment(registration(email=""))
-        clock.now = T0
-        await n.handle_webhook(webhook(code=6, at=T0))
+    async with _one_sms_due(twilio, clock) as n:
         dispatching = asyncio.create_task(n.dispatch_due())
         try:
             assert await asyncio.to_thread(reached.wait, 10)
@@ -502,12 +513,9 @@ async def test_a_send_still_being_recorded_is_not_claimed_again_by_its_own_daemo
         return real(self, finishes)
 
     monkeypatch.setattr(queue.Queue, "finish_many", locked_twice)
-    sms = ScriptedChannel(ChannelKind.SMS, [])
-    channels = build_channels(settings) | {ChannelKind.SMS: sms}
-    async with Notifier(settings, clock=clock, channels=channels) as n:
-        await n.register_shipment(registration(email=""))
-        clock.now = T0
-        await n.handle_webhook(webhook(code=6, at=T0))
+    async with _one_sms_due(settings, clock) as n:
+        sms = n.channels[ChannelKind.SMS]
+        assert isinstance(sms, ScriptedChannel)
         first = asyncio.create_task(n.dispatch_due())
         while not calls:  # sent, and its record refused once: held, retried in 0.5 s
             await asyncio.sleep(0.01)
