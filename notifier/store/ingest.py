@@ -19,7 +19,7 @@ as batches of plain tuples (notifier/store/batch.py). The ORM is not needed on t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -131,8 +131,8 @@ def record_updates(
         _find_shipments(conn, wave, located if number == 0 else None)
         plan_and_record(conn, [x for x in wave if x.shipment is not None], decide, now=now,
                         rules_version=rules_version, heard=True)  # fmt: skip
-    _finish_events(conn, items.values())
-    return [_outcome(items[i]) if i in items else DUPLICATE for i in range(len(updates))]
+    outcomes = dict(zip(items, _finish_events(conn, list(items.values())), strict=True))
+    return [outcomes.get(i, DUPLICATE) for i in range(len(updates))]
 
 
 def evaluate(
@@ -148,8 +148,7 @@ def evaluate(
     """Plan one stored update of a known shipment (a registration adopting earlier updates)."""
     item = _Item(update=update, event_id=event_id, shipment=shipment)
     plan_and_record(conn, [item], decide, now=now, rules_version=rules_version)
-    _finish_events(conn, [item])
-    return _outcome(item)
+    return _finish_events(conn, [item])[0]
 
 
 def plan_and_record(
@@ -225,17 +224,18 @@ def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
 
 
 def _find_shipments(
-    conn: Connection, wave: Sequence[_Item], located: dict[tuple[int, str], Any] | None = None
+    conn: Connection,
+    wave: Sequence[_Item],
+    located: dict[tuple[int, str], ShipmentState] | None = None,
 ) -> None:
     """Each item's shipment, locked for the rest of the transaction (PostgreSQL), in order.
-    ``located``: rows already read and locked by courier and waybill that no earlier wave has
+    ``located``: shipments already read and locked by courier and waybill that no earlier wave has
     moved on since."""
     by_awb = [x for x in wave if _names_waybill(x.update)]
     if located is None:
         located = _by_waybill(conn, [x.update for x in by_awb])
     for item in by_awb:
-        row = located.get((item.update.cp_id, item.update.waybill))
-        item.shipment = shipment_state(row) if row is not None else None
+        item.shipment = located.get((item.update.cp_id, item.update.waybill))
     for item in wave:
         if not _names_waybill(item.update):
             item.shipment = _find_by_reference(conn, item.update)
@@ -247,14 +247,15 @@ def _names_waybill(update: ShipmentUpdate) -> bool:
     return bool(update.waybill) and update.cp_id != -1
 
 
-def _by_waybill(conn: Connection, updates: Sequence[ShipmentUpdate]) -> dict[tuple[int, str], Any]:
-    """The shipments of these updates by (courier, waybill), locked in that order (PostgreSQL):
-    the state columns of each row found."""
-    found: dict[tuple[int, str], Any] = {}
+def _by_waybill(
+    conn: Connection, updates: Sequence[ShipmentUpdate]
+) -> dict[tuple[int, str], ShipmentState]:
+    """The shipments of these updates by (courier, waybill), locked in that order (PostgreSQL)."""
+    found: dict[tuple[int, str], ShipmentState] = {}
     for cp_id in sorted({u.cp_id for u in updates}):
         waybills = sorted({u.waybill for u in updates if u.cp_id == cp_id})
         rows = conn.execute(_SHIPMENTS_BY_WAYBILL, {"cp_id": cp_id, "waybills": waybills})
-        found |= {(cp_id, r.waybill): r for r in rows}
+        found |= {(cp_id, s.waybill): s for s in map(shipment_state, rows)}
     return found
 
 
@@ -327,19 +328,22 @@ def _unless(
     return replace(planned, status=NotificationStatus.SKIPPED, reason=f"opted out: {reason}")
 
 
-def _finish_events(conn: Connection, items: Iterable[_Item]) -> None:
-    """Each event's outcome in words, as the log shows it, and its shipment where the row
-    does not have it yet (a held update adopted at registration, a lookup by reference)."""
+def _finish_events(conn: Connection, items: Sequence[_Item]) -> list[IngestOutcome]:
+    """Each item's outcome, in order, written on its event in words as the log shows it, with
+    its shipment where the row does not have it yet (a held update adopted at registration, a
+    lookup by reference)."""
+    outcomes = [_outcome(x) for x in items]
     same, adopted = [], []
-    for x in items:
+    for x, outcome in zip(items, outcomes, strict=True):
         shipment_id = x.shipment.id if x.shipment else None
-        row = {"eid": x.event_id, "outcome": _describe(_outcome(x))}
+        row = {"eid": x.event_id, "outcome": _describe(outcome)}
         if shipment_id == x.stored_shipment_id:
             same.append(row)
         else:
             adopted.append(row | {"shipment_id": shipment_id})
     _FINISH_EVENTS.run(conn, same)
     _ADOPT_EVENTS.run(conn, adopted)
+    return outcomes
 
 
 # -- rows and results ---------------------------------------------------------------------------
@@ -431,22 +435,29 @@ _ADOPT_EVENTS = Batch(
 )
 
 
-def shipment_state(row: Any) -> ShipmentState:
-    """A row of the ``_STATE`` columns, or a ``Shipment``: read by attribute (a row's mapping
-    view costs more)."""
+def shipment_state(row: Sequence[Any]) -> ShipmentState:
+    """A row of the ``_STATE`` columns, taken by position: a row's attribute lookup by name
+    cost more than the rest of this. ``state_of`` takes a ``Shipment``."""
+    (id_, cp_id, waybill, account_code, order_type, delivery_type, consumer, stage, status_code,
+     status_at, state) = row  # fmt: skip
     return ShipmentState(
-        id=row.id,
-        cp_id=row.cp_id,
-        waybill=row.waybill,
-        account_code=row.account_code,
-        order_type=row.order_type,
-        delivery_type=row.delivery_type,
-        consumer=Consumer.stored(row.consumer),
-        stage=row.stage,
-        status_code=row.status_code,
-        status_at=row.status_at,
-        state=row.state,
+        id=id_,
+        cp_id=cp_id,
+        waybill=waybill,
+        account_code=account_code,
+        order_type=order_type,
+        delivery_type=delivery_type,
+        consumer=Consumer.stored(consumer),
+        stage=stage,
+        status_code=status_code,
+        status_at=status_at,
+        state=state,
     )
+
+
+def state_of(shipment: Shipment) -> ShipmentState:
+    """A ``Shipment``'s state columns, as :func:`shipment_state` reads them from a row."""
+    return shipment_state([getattr(shipment, name) for name in _STATE_COLUMNS])
 
 
 def _event_values(update: ShipmentUpdate, shipment_id: int | None, now: datetime) -> dict[str, Any]:

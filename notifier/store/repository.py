@@ -118,7 +118,7 @@ class Store:
                 latest = max(adopted, key=lambda e: (e.trigger_at, e.id or 0))
                 assert latest.id is not None
                 evaluation = ingest.evaluate(
-                    session.connection(), ingest.shipment_state(shipment), latest.id,
+                    session.connection(), ingest.state_of(shipment), latest.id,
                     parse(latest.raw), decide, now=now, rules_version=rules_version,
                 )  # fmt: skip
             return RegistrationOutcome(
