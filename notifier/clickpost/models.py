@@ -416,6 +416,11 @@ def _finite(text: str) -> float:
     return value
 
 
+#: The fast path's decoder, built once (``json.loads`` with hooks builds one per call).
+_PLAIN = json.JSONDecoder(
+    object_pairs_hook=_strict_object, parse_constant=_irregular, parse_float=_finite
+)
+
 #: An escaped NUL or UTF-16 surrogate (``\u0000``, ``\ud800``…): text :func:`_check_text`
 #: must see. Raw ones cannot occur in an ASCII body.
 _SUSPECT_ESCAPE = re.compile(r"\\u(?:0000|[dD][89abAB])")
@@ -432,9 +437,7 @@ def _decode_plain(body: bytes | str) -> dict[str, Any] | None:
     if text.count("{") + text.count("[") > MAX_DEPTH or _SUSPECT_ESCAPE.search(text):
         return None
     try:
-        data = json.loads(
-            text, object_pairs_hook=_strict_object, parse_constant=_irregular, parse_float=_finite
-        )
+        data = _PLAIN.decode(text)
     except (_Irregular, ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
