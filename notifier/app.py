@@ -16,7 +16,6 @@ import hmac
 import logging
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from types import TracebackType
@@ -37,6 +36,7 @@ from notifier.errors import (
 )
 from notifier.events import ChannelKind, ShipmentUpdate
 from notifier.group_commit import GroupCommit
+from notifier.health import Refusal, WriteHealth
 from notifier.metrics import Metrics
 from notifier.optout import UnsubscribeLinks
 from notifier.planning import Plan, ShipmentState, parse_quiet_hours, plan
@@ -84,9 +84,8 @@ class Notifier:
         self.store = Store(self.db)
         self._ingest = GroupCommit(self._record, max_batch=INGEST_BATCH, gather=INGEST_GATHER)
         self.ingested: Counter[str] = Counter()
-        # Updates refused because the database would not store them (each answered 503, for
-        # Clickpost to send again); None once one is stored. See refusal().
-        self._refusing: Refusal | None = None
+        # Whether the database takes writes (/healthz, /readyz): every write reports here.
+        self.health = WriteHealth(clock)
         self.queue = Queue(self.db)
         self.log = DeliveryLog(self.db)
         self.channels = dict(channels) if channels is not None else build_channels(self.settings)
@@ -107,6 +106,7 @@ class Notifier:
             unsubscribe_url=self.settings.unsubscribe_url,
             unsubscribe_links=self.unsubscribe_links,
             observe=self._observe_send,
+            health=self.health,
         )
         self.metrics.watch(self)
         self.clickpost = ClickpostClient.from_settings(self.settings)
@@ -166,11 +166,9 @@ class Notifier:
             outcome = await self._ingest.submit(update)
         except StoreUnavailableError as err:
             self.metrics.webhooks.labels("unavailable").inc()
-            now = self.clock()  # since: the first refusal after the last update stored
-            since = self._refusing.since if self._refusing else now
-            self._refusing = Refusal(since=since, last=now, reason=_unavailable_reason(err))
+            self.health.refused("webhook", err)
             raise
-        self._refusing = None
+        self.health.stored()
         log.debug(
             "update %s/%s code %s: %s",
             update.cp_id,
@@ -181,14 +179,8 @@ class Notifier:
         return outcome
 
     def refusal(self) -> Refusal | None:
-        """Whether updates are being refused (/healthz, /readyz): from a refusal until an
-        update is stored or none was refused for ``REFUSAL_MEMORY``; ``since`` is the first
-        refusal after the last update stored. The second bound matters: a load balancer that
-        stops sending to a daemon that is not ready would keep it from ever storing one."""
-        refusing = self._refusing
-        if refusing is None or self.clock() - refusing.last >= REFUSAL_MEMORY:
-            return None
-        return refusing
+        """Whether writes are being refused (/healthz, /readyz): notifier/health.py."""
+        return self.health.refusal()
 
     def summarise_ingest(self) -> str | None:
         """What was ingested since the last call, in words (None: nothing): the daemon logs
@@ -205,7 +197,8 @@ class Notifier:
     async def register_shipment(self, body: Body) -> RegistrationOutcome:
         """Store an awb-register body; updates that came before it are evaluated once now."""
         registration = parse_registration(body)
-        return await asyncio.to_thread(
+        return await self.health.writing(
+            "registration",
             self.store.register,
             registration,
             self._decide,
@@ -221,9 +214,9 @@ class Notifier:
         Clickpost is told too). False when the shipment is unknown."""
         request = parse_unregistration(body)
         forward = self.clickpost is not None
-        return await asyncio.to_thread(
-            self.store.unregister, request.cp_id, request.waybill, now=self.clock(),
-            forward=forward,
+        return await self.health.writing(
+            "unregistration", self.store.unregister, request.cp_id, request.waybill,
+            now=self.clock(), forward=forward,
         )  # fmt: skip
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
@@ -317,9 +310,10 @@ class Notifier:
         if status is None:
             return None
         reason = _receipt_reason(receipt.status, receipt.error_code)
-        applied = await asyncio.to_thread(
-            self.queue.apply_receipt, receipt.message_sid, status.value, reason, now=self.clock()
-        )
+        applied = await self.health.writing(
+            "delivery receipt", self.queue.apply_receipt, receipt.message_sid, status.value,
+            reason, now=self.clock(),
+        )  # fmt: skip
         what = "applied" if applied.moved else "nothing to move"
         if applied.kept:
             what = "kept until the send is recorded"
@@ -343,35 +337,6 @@ class Notifier:
         forgotten = await asyncio.to_thread(forget, self.db, customer, now=self.clock())
         log.info("forgot a customer on request: %s", forgotten)
         return forgotten
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Updates are being refused: since when, the latest, and why in a few words (no server
-    names)."""
-
-    since: datetime
-    last: datetime
-    reason: str
-
-
-# How long one refused update keeps the daemon "not ready" when no other comes after it.
-REFUSAL_MEMORY = timedelta(seconds=30)
-
-
-def _unavailable_reason(err: StoreUnavailableError) -> str:
-    """What an operator acts on, from the driver's message (which may name hosts and users,
-    and /healthz answers anyone)."""
-    text = str(err).lower()
-    if "full" in text or "no space" in text:
-        return "database or disk is full"
-    if "locked" in text or "busy" in text:
-        return "database is locked by another writer"
-    if "read-only" in text or "readonly" in text:
-        return "database is read-only"
-    if err.conflict:
-        return "transactions kept conflicting with another daemon's"
-    return "database unreachable"
 
 
 # At most this many updates share one ingest transaction (group commit).

@@ -39,6 +39,7 @@ from notifier.errors import (
 )
 from notifier.events import ChannelKind, NotificationStatus
 from notifier.group_commit import GroupCommit
+from notifier.health import WriteHealth
 from notifier.languages import language_of
 from notifier.optout import UnsubscribeLinks
 from notifier.rendering import Rendered, Renderer, build_context
@@ -97,6 +98,7 @@ class Dispatcher:
         unsubscribe_url: str | None = None,
         unsubscribe_links: UnsubscribeLinks | None = None,
         observe: Callable[[str, str, float], None] | None = None,
+        health: WriteHealth | None = None,
     ) -> None:
         self.queue = queue
         self.channels = channels
@@ -109,6 +111,7 @@ class Dispatcher:
         self.unsubscribe_url = unsubscribe_url
         self.unsubscribe_links = unsubscribe_links
         self.observe = observe or (lambda channel, outcome, seconds: None)
+        self.health = health or WriteHealth(clock)  # told whether its records are stored
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
         # Attempts that end together are recorded in one transaction (group commit).
         self._finishes = GroupCommit(queue.finish_many)
@@ -284,8 +287,10 @@ class Dispatcher:
         while True:
             try:
                 await self._finishes.submit(finish)
+                self.health.stored()
                 return status.value
             except StoreUnavailableError as err:
+                self.health.refused("record of a send", err)
                 # The outcome (maybe "the provider took it") exists only in memory now: keep
                 # it and try again, rather than leave the row ``sending`` for its lease to run
                 # out and the message to go out a second time.

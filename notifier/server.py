@@ -269,8 +269,8 @@ def _routes(app: _App, settings: Settings) -> None:
 
     @app.get("/healthz")
     async def healthz(request: Request) -> JSONResponse:
-        """Liveness: 503 only when the database does not answer. Updates being refused (a
-        full disk: reads still answer) make it "degraded", and /readyz 503."""
+        """Liveness: 503 only when the database does not answer. Writes being refused (a full
+        disk: reads still answer) make it "degraded", and /readyz 503."""
         body = _health(request)
         return JSONResponse(body, status_code=503 if body["status"] == "unavailable" else 200)
 
@@ -292,7 +292,8 @@ def _health(request: Request) -> dict[str, Any]:
     database, refusing = engine.db.ping(), engine.refusal()
     ingest: dict[str, Any] = {"refusing": refusing is not None}
     if refusing is not None:
-        ingest |= {"since": refusing.since.isoformat(), "reason": refusing.reason}
+        ingest |= {"since": refusing.since.isoformat(), "reason": refusing.reason,
+                   "refused": refusing.what}  # fmt: skip
     status = "unavailable" if not database else "degraded" if refusing else "ok"
     return {
         "status": status,

@@ -27,6 +27,7 @@ from notifier.channels import Channel, OutgoingMessage, SendReceipt, build_chann
 from notifier.dispatch import Dispatcher
 from notifier.errors import OptedOutError, StoreUnavailableError
 from notifier.events import ChannelKind
+from notifier.health import Refusal
 from notifier.store import queue
 
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -525,6 +526,32 @@ async def test_a_send_still_being_recorded_is_not_claimed_again_by_its_own_daemo
         assert len(sms.sent) == 1
         [row] = await n.notifications(channel="sms")
         assert row["status"] == "sent" and row["attempts"] == 1
+
+
+async def test_a_send_whose_record_is_refused_makes_the_daemon_not_ready_until_stored(
+    settings: Settings, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The dispatcher's records are writes like any other: while they are refused (a full
+    disk), /readyz must not say 200 just because no webhook came to be refused."""
+    real = queue.Queue.finish_many
+    engine: list[Notifier] = []
+    seen: list[object] = []
+
+    def full_once(self: queue.Queue, finishes: Any) -> list[bool]:
+        if not seen:
+            seen.append(None)
+            raise StoreUnavailableError("database unavailable: database or disk is full")
+        seen.append(engine[0].refusal())  # the retry, before it is stored
+        return real(self, finishes)
+
+    monkeypatch.setattr(queue.Queue, "finish_many", full_once)
+    async with _one_sms_due(settings, clock) as n:
+        engine.append(n)
+        assert (await n.dispatch_due()).counts == {"sent": 1}
+        [_, refusal] = seen
+        assert isinstance(refusal, Refusal) and refusal.what == "record of a send"
+        assert refusal.reason == "database or disk is full"
+        assert n.refusal() is None  # stored since
 
 
 async def test_a_run_ends_only_when_every_channel_has_ended(

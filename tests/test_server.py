@@ -12,8 +12,8 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from notifier import Notifier, Settings
-from notifier.app import _unavailable_reason
 from notifier.errors import StoreUnavailableError
+from notifier.health import unavailable_reason
 from notifier.server import create_app
 
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -180,7 +180,8 @@ def test_readyz_and_healthz_say_when_webhooks_are_refused_and_since_when(
     assert ready.json() == health.json()
     assert health.json()["status"] == "degraded" and health.json()["database"] is True
     assert health.json()["ingest"] == {"refusing": True, "since": T0.isoformat(),
-                                       "reason": "database or disk is full"}  # fmt: skip
+                                       "reason": "database or disk is full",
+                                       "refused": "webhook"}  # fmt: skip
     assert 'notifier_webhooks_total{outcome="unavailable"} 2.0' in api.get("/metrics").text
 
     # A load balancer stops sending to a daemon that is not ready: with no refusal for 30 s it
@@ -202,6 +203,32 @@ def test_readyz_and_healthz_say_when_webhooks_are_refused_and_since_when(
     assert ready.json()["ingest"] == {"refusing": False}
 
 
+def test_a_refused_registration_makes_the_daemon_not_ready_too(
+    api: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A quiet daemon hears of a full disk from whatever writes first: a registration here
+    (before, only a refused webhook counted, so /readyz said 200 while every registration
+    got a 503). The next write stored makes it ready again."""
+    engine: Notifier = api.app.state.notifier  # type: ignore[attr-defined]
+    register = engine.store.register
+
+    def full(*args: object, **kwargs: object) -> object:
+        raise StoreUnavailableError("database unavailable: database or disk is full")
+
+    monkeypatch.setattr(engine.store, "register", full)
+    clock.now = T0
+    assert api.post("/shipments", json=registration()).status_code == 503
+    ready = api.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["status"] == "degraded"
+    assert ready.json()["ingest"] == {"refusing": True, "since": T0.isoformat(),
+                                      "reason": "database or disk is full",
+                                      "refused": "registration"}  # fmt: skip
+
+    monkeypatch.setattr(engine.store, "register", register)
+    assert api.post("/shipments", json=registration()).status_code == 201
+    assert api.get("/readyz").status_code == 200
+
+
 @pytest.mark.parametrize(
     ("message", "conflict", "reason"),
     [
@@ -216,7 +243,7 @@ def test_readyz_and_healthz_say_when_webhooks_are_refused_and_since_when(
 def test_a_refusal_is_told_in_words_that_name_no_server(
     message: str, conflict: bool, reason: str
 ) -> None:
-    assert _unavailable_reason(StoreUnavailableError(message, conflict=conflict)) == reason
+    assert unavailable_reason(StoreUnavailableError(message, conflict=conflict)) == reason
 
 
 def signed(params: dict[str, str], url: str, token: str = "tw-token") -> dict[str, str]:
