@@ -5,7 +5,9 @@
 - the SQLite database locked by another process past the busy timeout;
 - the SQLite database on a filesystem that fills up (SQLITE_FULL), then frees;
 - the outbox folder on a filesystem that fills up, then turns read-only (and, on the channel
-  alone, a line of ``sms.jsonl`` cut off by the full disk).
+  alone, a line of ``sms.jsonl`` cut off by the full disk);
+- PostgreSQL out of reach (every connection cut, new ones closed on arrival, through a proxy),
+  then back (with ``NOTIFIER_TEST_DATABASE_URL`` set, as CI's PostgreSQL run does).
 
 Each test then checks the promises: every webhook answered 200 is stored, a webhook the daemon
 could not store was answered 503 with ``Retry-After`` (never 500) and Clickpost's retry got it
@@ -22,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
 import subprocess
 import threading
@@ -39,6 +42,8 @@ import pytest
 from conftest import registration, webhook
 from daemon import WEBHOOK_KEY, Daemon, daemon_logs_on_failure, wait_for
 from smtp_server import SmtpServer
+from sqlalchemy import make_url
+from tcp_proxy import TcpProxy
 from twilio_server import TwilioServer
 
 from notifier.channels import OutboxChannel, OutgoingMessage
@@ -352,6 +357,56 @@ def test_database_full_webhooks_get_503_until_space_frees(tmp_path: Path) -> Non
         assert "answered 503, to be retried: database unavailable: database or disk is full" \
                in text  # fmt: skip
         assert "but cannot record it" in text
+
+
+@pytest.mark.skipif(
+    not os.environ.get("NOTIFIER_TEST_DATABASE_URL"),
+    reason="needs PostgreSQL: set NOTIFIER_TEST_DATABASE_URL",
+)
+def test_postgresql_out_of_reach_webhooks_get_503_and_nothing_is_lost(
+    tmp_path: Path, database_url: str
+) -> None:
+    """The database server goes out of reach for a few seconds (every connection cut, new
+    ones closed on arrival) while sends are in flight at the providers and webhooks keep
+    coming; then it is back. The daemon's pooled connections are all dead by then."""
+    people = customers(8)
+    before, during = people[:2], people[2:]
+    real = make_url(database_url)
+    with contextlib.ExitStack() as stack:
+        proxy = stack.enter_context(TcpProxy((real.host or "127.0.0.1", real.port or 5432)))
+        through = real.set(host="127.0.0.1", port=proxy.port)
+        twilio, smtp = stack.enter_context(TwilioServer()), stack.enter_context(SmtpServer())
+        daemon = stack.enter_context(Daemon(
+            tmp_path, twilio=twilio, smtp=smtp, **FAST_RETRIES,
+            database_url=through.render_as_string(hide_password=False),
+        ))  # fmt: skip
+        register(daemon, people)
+        clickpost = Clickpost(daemon.url)
+        twilio.delay = 1.5
+        clickpost.deliver_all(before)
+        wait_for(lambda: twilio.count >= 2, timeout=10, what="SMS in flight at Twilio")
+        proxy.cut()
+        posting = in_background(clickpost.deliver_all, during)
+        wait_for(lambda: clickpost.answers[503] >= 3, timeout=20, what="503s while cut off")
+        health = daemon.api.get("/healthz")
+        assert health.status_code == 503 and health.json()["database"] is False
+        # Twilio answers the SMS in flight: their records meet the outage too
+        wait_for(lambda: "but cannot record it" in daemon.log_text(), timeout=10,
+                 what="the record of a send refused")  # fmt: skip
+        assert not posting.done()
+        proxy.restore()
+        twilio.delay = 0.0
+        posting.result(timeout=60)
+        health = daemon.api.get("/healthz")
+        assert health.status_code == 200 and health.json()["status"] == "ok"
+
+        all_sent(daemon, people)
+        assert set(clickpost.answers) == {200, 503} and clickpost.retry_after == {"5"}
+        assert_nothing_lost(daemon, people)
+        assert_sent_once(daemon, twilio, smtp, people)
+        assert proxy.refused > 0  # the daemon did try to reconnect while cut off
+        text = daemon.log_text()
+        assert "answered 503, to be retried: database unavailable" in text
 
 
 def test_outbox_full_then_read_only_is_retried_and_nothing_half_written(tmp_path: Path) -> None:
