@@ -326,7 +326,7 @@ class Notifier:
     async def purge_expired_data(self, days: int) -> Purged:
         """Retention: clear raw bodies and personal data older than ``days``; counts stay."""
         before = self.clock() - timedelta(days=days)
-        return await asyncio.to_thread(purge, self.db, before=before)
+        return await self.health.writing("retention", purge, self.db, before=before)
 
     async def forget(self, *, phone: str | None = None, email: str | None = None) -> Forgotten:
         """Erase one customer's personal data everywhere (``notifier forget``); their waiting
@@ -334,7 +334,9 @@ class Notifier:
         customer = Customer(phone=phone, email=email)
         if not (customer.phone_key or customer.email_key):
             raise InputError("give a phone number or an email address", field="phone")
-        forgotten = await asyncio.to_thread(forget, self.db, customer, now=self.clock())
+        forgotten = await self.health.writing(
+            "erasure", forget, self.db, customer, now=self.clock()
+        )
         log.info("forgot a customer on request: %s", forgotten)
         return forgotten
 

@@ -136,10 +136,16 @@ class Dispatcher:
                      stop: Callable[[], bool]) -> None:  # fmt: skip
         while not stop():
             now = self.clock()
-            jobs = await asyncio.to_thread(
-                self.queue.claim_due, now=now, limit=self.batch, lease_until=now + self.lease,
-                channel=kind.value, exclude=frozenset(self._in_flight),
-            )  # fmt: skip
+            try:
+                jobs = await asyncio.to_thread(
+                    self.queue.claim_due, now=now, limit=self.batch, lease_until=now + self.lease,
+                    channel=kind.value, exclude=frozenset(self._in_flight),
+                )  # fmt: skip
+            except StoreUnavailableError as err:
+                # Told, but a claim that works is not: with nothing due it writes nothing, and
+                # would clear a refusal every second while the disk is still full.
+                self.health.refused("claim of due sends", err)
+                raise
             if jobs:
                 claimed = {job.id for job in jobs}
                 self._in_flight |= claimed
@@ -238,7 +244,8 @@ class Dispatcher:
     async def _failed_send(self, job: Job, err: ChannelError, facts: Mapping[str, Any]) -> str:
         text = _error_text(err)
         if isinstance(err, OptedOutError):
-            await asyncio.to_thread(
+            await self.health.writing(
+                "opt-out",
                 self.queue.suppress,
                 job.channel,
                 job.recipient,

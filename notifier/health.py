@@ -1,10 +1,13 @@
 """Whether the database is taking writes, for ``/healthz`` and ``/readyz``.
 
-Reads still answer on a full disk, so a ping alone says "ok" while every write fails. Every
-write the engine makes for someone (a webhook's update, a registration, an unregistration, a
-delivery receipt, the dispatcher's record of a send) reports here: from a refused write until
-one is stored, the daemon is not ready, and says since when and why, in words that name no
-server (the driver's message may carry hosts and users, and ``/healthz`` answers anyone).
+Reads still answer on a full disk, so a ping alone says "ok" while every write fails. The
+engine's writes report here (a webhook's update, a registration, an unregistration, a delivery
+receipt, the dispatcher's claims and records of sends, opt-outs and opt-ins, the console's
+resend and cancel, retention, erasure): from a refused write until one is stored, the daemon
+is not ready, and says since when and why, in words that name no server (the driver's message
+may carry hosts and users, and ``/healthz`` answers anyone). A write that went through counts
+as stored even if it had nothing to change, except the dispatcher's claims, which run every
+second and mostly find nothing due: they only report refusals.
 
 A refusal is also forgotten ``REFUSAL_MEMORY`` after the last one: a load balancer that stops
 sending to a daemon that is not ready would otherwise keep it from ever storing anything again.

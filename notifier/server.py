@@ -318,8 +318,8 @@ def _optout_routes(app: FastAPI, settings: Settings) -> None:
         await _body(request, settings)  # "List-Unsubscribe=One-Click" (RFC 8058) or the button
         channel, address = await _unsubscribing(request, token)
         engine = _engine(request)
-        await asyncio.to_thread(engine.queue.suppress, channel, address,
-                                "unsubscribed by link", now=engine.clock())  # fmt: skip
+        await engine.health.writing("opt-out", engine.queue.suppress, channel, address,
+                                    "unsubscribed by link", now=engine.clock())  # fmt: skip
         log.info("unsubscribed %s from %s by link", recipients.mask(address), channel)
         return HTMLResponse(optout.done_page(recipients.mask(address)))
 
@@ -346,10 +346,11 @@ def _optout_routes(app: FastAPI, settings: Settings) -> None:
                 raise Refused(422, f"{field}: needed to set {kind.value}", field)
             address, now = addresses[kind], engine.clock()
             if allowed:
-                await asyncio.to_thread(engine.queue.unsuppress, kind.value, address)
+                await engine.health.writing("opt-in", engine.queue.unsuppress, kind.value, address)
             else:
                 reason = "preference set through the API"
-                await asyncio.to_thread(engine.queue.suppress, kind.value, address, reason, now=now)
+                await engine.health.writing("opt-out", engine.queue.suppress, kind.value, address,
+                                            reason, now=now)  # fmt: skip
         return await _preferences_view(engine, addresses)
 
 
@@ -398,10 +399,10 @@ def _twilio_signed(settings: Settings, path: str, params: dict[str, str], reques
 async def _apply_keyword(engine: Notifier, keyword: optout.Keyword, word: str) -> None:
     channel, address = keyword.channel.value, keyword.address
     if keyword.action == "stop":
-        await asyncio.to_thread(engine.queue.suppress, channel, address,
-                                f"replied {word.upper()}", now=engine.clock())  # fmt: skip
+        await engine.health.writing("opt-out", engine.queue.suppress, channel, address,
+                                    f"replied {word.upper()}", now=engine.clock())  # fmt: skip
     else:
-        await asyncio.to_thread(engine.queue.unsuppress, channel, address)
+        await engine.health.writing("opt-in", engine.queue.unsuppress, channel, address)
     log.info("%s %s on %s: %s", recipients.mask(address), word.upper(), channel, keyword.action)
 
 

@@ -554,6 +554,26 @@ async def test_a_send_whose_record_is_refused_makes_the_daemon_not_ready_until_s
         assert n.refusal() is None  # stored since
 
 
+async def test_a_refused_claim_is_told_but_a_claim_that_works_clears_nothing(
+    notifier: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Claims run every second and mostly find nothing due, writing nothing: they must not
+    clear a refusal (a full disk would look fixed each second), only report their own."""
+    notifier.health.refused("webhook", StoreUnavailableError("database or disk is full"))
+    assert (await notifier.dispatch_due()).counts == {}  # nothing due: the claim works
+    assert notifier.refusal() is not None and notifier.refusal().what == "webhook"
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError("database unavailable: database is locked")
+
+    monkeypatch.setattr(notifier.queue, "claim_due", locked)
+    with pytest.raises(StoreUnavailableError):
+        await notifier.dispatch_due()
+    refusal = notifier.refusal()
+    assert refusal is not None and refusal.what == "claim of due sends"
+    assert refusal.reason == "database is locked by another writer"
+
+
 async def test_a_run_ends_only_when_every_channel_has_ended(
     notifier: Notifier, monkeypatch: pytest.MonkeyPatch
 ) -> None:

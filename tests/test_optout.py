@@ -18,7 +18,7 @@ from notifier import Notifier, Settings
 from notifier.channels import Channel, OutgoingMessage, SendReceipt
 from notifier.channels.outbox import OutboxChannel
 from notifier.channels.smtp_email import SmtpChannel
-from notifier.errors import ConfigurationError, InputError
+from notifier.errors import ConfigurationError, InputError, StoreUnavailableError
 from notifier.events import ChannelKind
 from notifier.optout import UnsubscribeLinks, inbound_keyword, token_notification_id
 from notifier.server import create_app
@@ -287,6 +287,24 @@ def test_bad_preference_bodies_name_the_field(
 ) -> None:
     answer = api.put("/preferences", json=body, headers=API)
     assert answer.status_code in {400, 422} and answer.json()["field"] == field, answer.json()
+
+
+def test_an_opt_out_the_database_refuses_makes_the_daemon_not_ready(
+    api: TestClient, engine: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An opt-out is a write like a webhook: refused (a full disk), it is answered 503 and
+    /readyz says so, naming what was refused."""
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError("database unavailable: database or disk is full")
+
+    monkeypatch.setattr(engine.queue, "suppress", full)
+    body = {"phone": PHONE, "channels": {"sms": False}}
+    assert api.put("/preferences", json=body, headers=API).status_code == 503
+    ready = api.get("/readyz")
+    assert ready.status_code == 503
+    assert ready.json()["ingest"]["refused"] == "opt-out"
+    assert ready.json()["ingest"]["reason"] == "database or disk is full"
 
 
 def test_preferences_need_the_token(api: TestClient) -> None:

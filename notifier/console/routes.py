@@ -243,8 +243,13 @@ async def _perform(console: Console, request: Request, session: Session, action:
                    notification_id: int) -> Response:  # fmt: skip
     engine = engine_of(request)
     do = store.resend if action == "resend" else store.cancel
-    done = await asyncio.to_thread(
-        do, engine.db, notification_id, role=session.role.value, now=engine.clock()
+    done = await engine.health.writing(
+        f"console {action}",
+        do,
+        engine.db,
+        notification_id,
+        role=session.role.value,
+        now=engine.clock(),
     )
     found = await query(request, store.notification, notification_id)
     if found is None:
