@@ -111,7 +111,7 @@ class Dispatcher:
         self.unsubscribe_url = unsubscribe_url
         self.unsubscribe_links = unsubscribe_links
         self.observe = observe or (lambda channel, outcome, seconds: None)
-        self.health = health or WriteHealth(clock)  # told whether its records are stored
+        self.health = health or WriteHealth(clock)  # its claims and records report here
         self._limits = {kind: asyncio.Semaphore(concurrency) for kind in channels}
         # Attempts that end together are recorded in one transaction (group commit).
         self._finishes = GroupCommit(queue.finish_many)

@@ -37,7 +37,7 @@ class Refusal:
     since: datetime
     last: datetime
     reason: str
-    what: str = "webhook"
+    what: str
 
 
 class WriteHealth:

@@ -112,7 +112,7 @@ def record_updates(
     adoption.lock(conn, (key for u in fresh for key in adoption.update_keys(u)))
     # The shipments named by waybill, locked before anything is written: each event goes in
     # with its shipment (set afterwards, it would move within the shipment index, a second
-    # random write per event in a large database), and the first wave plans from these rows.
+    # random write per event in a large database), and the first wave plans from them.
     located = _by_waybill(conn, [u for u in fresh if _names_waybill(u)])
     shipment_ids = {
         u.identity: located[u.cp_id, u.waybill].id for u in fresh if (u.cp_id, u.waybill) in located
