@@ -13,11 +13,16 @@ provider (SMTP down) does not hold up the others.
 When the database cannot record an attempt's outcome (locked, full), the dispatcher keeps the
 outcome in memory and tries again until it can, instead of leaving the row ``sending`` for its
 lease to run out and the message to go out again (tests/test_faults.py, docs/operations.md).
+
+A send starts only while a quarter of its claim's lease is left: a batch held up by a slow
+provider would otherwise call it for rows whose lease ran out, which another daemon sharing the
+database may have claimed and sent already. Such a row is given back to the queue unsent.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -52,6 +57,10 @@ log = logging.getLogger("notifier.dispatch")
 # Recording an attempt's outcome while the database is locked or full: first pause, longest.
 FINISH_RETRY_FIRST = 0.5
 FINISH_RETRY_CAP = 5.0
+# The share of a claim's lease that must be left for its send to start: enough for the
+# provider's own timeout (Twilio 15 s, SMTP 30 s by default, the lease 120 s) and the record.
+LEASE_LEFT_TO_SEND = 0.25
+GIVEN_BACK = "given back"  # a report's count of rows returned unsent: lease too short
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -190,6 +199,8 @@ class Dispatcher:
             # The slot bounds calls to the provider alone: rendering comes before it, and the
             # attempt is recorded after it, with the others that end meanwhile (group commit).
             async with self._limits[message.channel]:
+                if job.lease_until - self.clock() < self.lease * LEASE_LEFT_TO_SEND:
+                    return await self._give_back(job)
                 started = time.perf_counter()
                 receipt = await self.channels[message.channel].send(message)
         except ChannelError as err:
@@ -240,6 +251,19 @@ class Dispatcher:
         if self.unsubscribe_links is not None:
             return self.unsubscribe_links.url(job.id, job.channel, job.recipient)
         return None
+
+    async def _give_back(self, job: Job) -> str:
+        """Return a claimed row unsent (its lease ran short while it waited for a slot); the
+        next claim, here or in another daemon, sends it. Refused: the lease runs out instead."""
+        left = (job.lease_until - self.clock()).total_seconds()
+        reason = (f"not sent yet: its claim had {max(left, 0):.0f}s of its lease left when a "
+                  f"slot to the provider came free; back in the queue")  # fmt: skip
+        log.warning("notification %s: %s", job.id, reason)
+        with contextlib.suppress(StoreUnavailableError):  # told to health by writing()
+            await self.health.writing(
+                "give-back of a send", self.queue.give_back, job, now=self.clock(), reason=reason
+            )
+        return GIVEN_BACK
 
     async def _failed_send(self, job: Job, err: ChannelError, facts: Mapping[str, Any]) -> str:
         text = _error_text(err)

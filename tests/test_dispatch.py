@@ -200,10 +200,10 @@ async def test_a_crashed_send_is_claimed_again_after_its_lease(
     assert {r["attempts"] for r in rows} == {2}
 
 
-async def _shipped(n: Notifier, count: int) -> None:
+async def _shipped(n: Notifier, count: int, **fields: Any) -> None:
     """``count`` registered shipments (W0, W1 …), each just out for delivery at T0."""
     for i in range(count):
-        await n.register_shipment(registration(waybill=f"W{i}"))
+        await n.register_shipment(registration(waybill=f"W{i}", **fields))
         await n.handle_webhook(webhook(waybill=f"W{i}", code=8, at=T0))
 
 
@@ -303,6 +303,70 @@ async def test_the_provider_slot_is_free_while_the_attempt_is_recorded(
         n.dispatcher._finishes._commit = slow_record
         assert (await n.dispatch_due()).counts == {"sent": 6}  # 3 SMS, 3 emails
         assert sent_meanwhile[0] == 3
+
+
+class SlowFirstChannel(ScriptedChannel):
+    """A provider so slow on its first message that the batch's other claims run out of lease
+    meanwhile; when it answers, ``during`` runs (another daemon's claim, say)."""
+
+    def __init__(self, clock: Clock, took: timedelta) -> None:
+        super().__init__(ChannelKind.SMS, [])
+        self.clock, self.took = clock, took
+        self.during: list[Any] = []
+
+    async def send(self, message: OutgoingMessage) -> SendReceipt:
+        if not self.sent:
+            self.clock.now += self.took
+            for step in self.during:
+                step()
+        return await super().send(message)
+
+
+async def test_a_send_whose_lease_ran_out_while_it_waited_is_given_back_not_sent(
+    settings: Settings, clock: Clock
+) -> None:
+    """One slot, three SMS claimed together, the first takes longer than the lease. Another
+    daemon sharing the database claims all three meanwhile (their lease ran out). The first was
+    with the provider already (the lease's one window); the two others must not go out from
+    here too, nor be given back: they are the other daemon's now."""
+    sms = SlowFirstChannel(clock, took=timedelta(seconds=settings.send_lease_seconds + 1))
+    one_slot = settings.model_copy(update={"channel_concurrency": 1})
+    async with Notifier(
+        one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
+    ) as n:
+        clock.now = T0
+        await _shipped(n, 3, email="")
+        rival: list[queue.Job] = []
+        sms.during.append(lambda: rival.extend(
+            n.queue.claim_due(now=clock.now, limit=10, lease_until=clock.now + timedelta(
+                minutes=2), channel="sms")))  # fmt: skip
+        report = await n.dispatch_due()
+        assert report.counts == {"sent": 1, "given back": 2}
+        assert len(rival) == 3 and len(sms.sent) == 1
+        rows = await n.notifications(channel="sms")
+        assert {r["id"] for r in rows} == {job.id for job in rival}
+        assert {(r["status"], r["attempts"]) for r in rows} == {("sending", 2)}  # the rival's
+
+
+async def test_a_send_given_back_goes_out_on_the_next_claim_as_its_first_attempt(
+    settings: Settings, clock: Clock
+) -> None:
+    sms = SlowFirstChannel(clock, took=timedelta(seconds=settings.send_lease_seconds * 0.8))
+    one_slot = settings.model_copy(update={"channel_concurrency": 1})
+    async with Notifier(
+        one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
+    ) as n:
+        clock.now = T0
+        await _shipped(n, 3, email="")
+        assert (await n.dispatch_due()).counts == {"sent": 1, "given back": 2}
+        back = await n.notifications(channel="sms", status="scheduled")
+        assert len(back) == 2 and {r["attempts"] for r in back} == {0}
+        assert all(r["reason"].startswith("not sent yet: its claim had 24s of its lease left")
+                   for r in back)  # fmt: skip
+        assert (await n.dispatch_due()).counts == {"sent": 2}
+        rows = await n.notifications(channel="sms")
+        assert [(r["status"], r["attempts"]) for r in rows] == [("sent", 1)] * 3
+        assert len({m.notification_id for m in sms.sent}) == 3 == len(sms.sent)
 
 
 class HangingChannel(ScriptedChannel):

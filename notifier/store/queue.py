@@ -148,6 +148,28 @@ class Queue:
             done = {id(f) for f in mine}
             return [id(f) in done for f in finishes]
 
+    def give_back(self, job: Job, *, now: datetime, reason: str) -> bool:
+        """Return a claimed row, unsent, to the queue: due as before, its claim not counted
+        as an attempt (the claim's lease ran short before the provider could be called).
+        False when another dispatcher reclaimed the row meanwhile: it is theirs now."""
+        n = NOTIFICATION.c
+        with self.db.write() as session:
+            conn = session.connection()
+            lease = conn.execute(
+                select(n.lease_until)
+                .where(n.id == job.id, n.status == NotificationStatus.SENDING.value)
+                .with_for_update()
+            ).scalar()
+            if lease != job.lease_until:
+                return False
+            conn.execute(
+                sql_update(NOTIFICATION)
+                .where(n.id == job.id)
+                .values(status=NotificationStatus.SCHEDULED.value, reason=reason,
+                        lease_until=None, attempts=n.attempts - 1, updated_at=now)
+            )  # fmt: skip
+            return True
+
     def next_due(self) -> datetime | None:
         with self.db.read() as session:
             return session.exec(
