@@ -163,4 +163,4 @@ def test_dispose_stops_a_thread_in_any_state(tmp_path: Path) -> None:
             started = time.monotonic()
             db.dispose()
             assert not db.checkpointer.running
-            assert time.monotonic() - started < 2
+            assert time.monotonic() - started < 10  # a lost wake-up: never
