@@ -115,6 +115,7 @@ class Notifier:
             ClickpostSync(
                 self.clickpost, self.clickpost_calls, ingest=self.ingest, clock=clock,
                 stale_after=timedelta(seconds=self.settings.poll_stale_after),
+                health=self.health,
             )
             if self.clickpost is not None
             else None

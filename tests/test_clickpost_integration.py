@@ -15,6 +15,7 @@ from pydantic import SecretStr
 from notifier import Notifier, Settings
 from notifier.clickpost.client import ClickpostClient
 from notifier.clickpost.standin import BackgroundServer, create_standin
+from notifier.errors import StoreUnavailableError
 
 KEY, USERNAME = "cp-key-2026", "acme"
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
@@ -153,3 +154,42 @@ async def test_final_and_unregistered_shipments_are_not_polled(
     clock.now = T0 + timedelta(hours=3)
     report = await engine.clickpost_sync.poll()
     assert report.shipments == 1
+
+
+async def test_a_refused_record_of_a_clickpost_call_makes_the_daemon_not_ready(
+    engine: Notifier, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The call went through but its record was refused (a full disk): /readyz hears of it
+    like a refused webhook, and is cleared once the call, made again, is recorded."""
+    await engine.register_shipment(registration())
+    assert engine.clickpost_sync is not None
+    real = engine.clickpost_calls.finish
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError("database unavailable: database or disk is full")
+
+    monkeypatch.setattr(engine.clickpost_calls, "finish", full)
+    with pytest.raises(StoreUnavailableError):
+        await engine.clickpost_sync.make_owed_calls()
+    refusal = engine.refusal()
+    assert refusal is not None and refusal.what == "record of a Clickpost call"
+    assert refusal.reason == "database or disk is full"
+    monkeypatch.setattr(engine.clickpost_calls, "finish", real)
+    clock.advance(minutes=3)  # the claim's lease ran out: the call is owed again
+    assert await engine.clickpost_sync.make_owed_calls() == 1
+    assert engine.refusal() is None
+    assert [c["status"] for c in await calls_of(engine)] == ["done"]
+
+
+async def test_a_refused_claim_of_clickpost_calls_is_told(
+    engine: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError("database unavailable: database is locked")
+
+    monkeypatch.setattr(engine.clickpost_calls, "claim_due", full)
+    with pytest.raises(StoreUnavailableError):
+        await engine.clickpost_sync.make_owed_calls()  # type: ignore[union-attr]
+    refusal = engine.refusal()
+    assert refusal is not None and refusal.what == "claim of Clickpost calls"
+    assert refusal.reason == "database is locked by another writer"

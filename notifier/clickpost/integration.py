@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from notifier.clickpost.client import ClickpostClient, ClickpostRejected, ClickpostUnavailable
+from notifier.errors import StoreUnavailableError
 from notifier.events import ShipmentUpdate
+from notifier.health import WriteHealth
 from notifier.store.clickpost_calls import ClickpostCalls, OwedCall, PollTarget
 from notifier.store.repository import IngestOutcome
 
@@ -51,6 +53,7 @@ class ClickpostSync:
         clock: Callable[[], datetime],
         stale_after: timedelta,
         calls_per_second: float = 2.0,
+        health: WriteHealth | None = None,
     ) -> None:
         self.client = client
         self.calls = calls
@@ -58,15 +61,21 @@ class ClickpostSync:
         self.clock = clock
         self.stale_after = stale_after
         self.interval = 1.0 / calls_per_second if calls_per_second > 0 else 0.0
+        self.health = health or WriteHealth(clock)  # its claims and records report here
 
     # -- calls owed to Clickpost ------------------------------------------------------------------
 
     async def make_owed_calls(self, limit: int = 50) -> int:
         """Make the calls that are due; returns how many succeeded."""
         now = self.clock()
-        owed = await asyncio.to_thread(
-            self.calls.claim_due, now=now, limit=limit, lease_until=now + timedelta(minutes=2)
-        )
+        try:
+            owed = await asyncio.to_thread(
+                self.calls.claim_due, now=now, limit=limit, lease_until=now + timedelta(minutes=2)
+            )
+        except StoreUnavailableError as err:
+            # Told, but not a claim that works: with nothing owed it writes nothing.
+            self.health.refused("claim of Clickpost calls", err)
+            raise
         done = 0
         for call in owed:
             done += await self._make(call)
@@ -111,9 +120,9 @@ class ClickpostSync:
         due_at: datetime | None = None,
         tracking_id: str | None = None,
     ) -> None:
-        await asyncio.to_thread(
-            self.calls.finish, call, now=self.clock(), status=status, error=error,
-            due_at=due_at, tracking_id=tracking_id,
+        await self.health.writing(
+            "record of a Clickpost call", self.calls.finish, call, now=self.clock(),
+            status=status, error=error, due_at=due_at, tracking_id=tracking_id,
         )  # fmt: skip
 
     # -- polling ----------------------------------------------------------------------------------
