@@ -35,7 +35,7 @@ pytestmark = [
 
 SHIPMENTS = 1000
 DAEMONS = 3
-LEASE = 3
+LEASE = 6  # short, so the dead daemon's rows go out soon; a send starts with 1.5 s of it left
 SETTINGS = {"NOTIFIER_SEND_LEASE_SECONDS": str(LEASE)}
 
 
