@@ -20,6 +20,7 @@ autoescapes: escaping an SMS would send ``&amp;`` to a phone. Every failure beco
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import re
 import traceback
@@ -32,7 +33,8 @@ from typing import Any, TypeGuard
 from urllib.parse import quote
 
 import jinja2
-from jinja2 import meta
+from jinja2 import meta, nodes
+from jinja2.compiler import CodeGenerator, Frame
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -65,25 +67,57 @@ class Rendered:
     language: str | None = None
 
 
+class _TimedLoops(CodeGenerator):
+    """Compiles every ``{% for %}`` to iterate through the environment's ``timed_loop``, which
+    checks the render's time budget before each turn (:mod:`notifier.sandbox`)."""
+
+    def visit_For(self, node: nodes.For, frame: Frame) -> None:
+        timed = copy.copy(node)
+        timed.iter = nodes.Call(nodes.EnvironmentAttribute("timed_loop"), [node.iter], [],
+                                None, None, lineno=node.iter.lineno)  # fmt: skip
+        super().visit_For(timed, frame)
+
+
 class _Sandbox(ImmutableSandboxedEnvironment):
-    """The immutable sandbox, also refusing ``*`` and ``**`` results too big to ever send.
+    """The immutable sandbox, also refusing ``*`` and ``**`` results too big to ever send, and
+    keeping each render within its time budget.
 
     Jinja's sandbox guards attribute access, not work: ``{{ '-' * 10**10 }}`` would allocate
-    10 GB before any output cap could look at it.
+    10 GB before any output cap could look at it, and nested loops run for hours.
     """
 
+    code_generator_class = _TimedLoops
     intercepted_binops = frozenset({"*", "**", "%"})
     max_output_chars: int = 100_000
 
+    def timed_loop(self, iterable: Any) -> Iterator[Any]:
+        return sandbox.timed(iterable)
+
+    def get_template(self, *args: Any, **kwargs: Any) -> jinja2.Template:
+        """Also what ``{% include %}``, ``{% import %}`` and ``{% extends %}`` call at render
+        time: a template including itself is recursion without a call."""
+        sandbox.check_time()
+        return super().get_template(*args, **kwargs)
+
+    def select_template(self, *args: Any, **kwargs: Any) -> jinja2.Template:
+        sandbox.check_time()
+        return super().select_template(*args, **kwargs)
+
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        """Every call a template makes; str methods are checked for oversized results first
-        (``'x'.center(10**9)``, ``'{:999999999}'.format(1)``): see :mod:`notifier.sandbox`."""
+        """Every call a template makes, once the time budget is checked; str methods are
+        checked for oversized results first (``'x'.center(10**9)``,
+        ``'{:999999999}'.format(1)``): see :mod:`notifier.sandbox`."""
+        sandbox.check_time()
         subject = getattr(__obj, "__self__", None)
         if isinstance(subject, str):
             name = getattr(__obj, "__name__", "")
             args = tuple(sandbox.materialized(name, args))
             sandbox.check_call(name, subject, args, kwargs, __self.max_output_chars)
-        return super().call(__context, __obj, *args, **kwargs)
+        nested = sandbox.enter_call()
+        try:
+            return super().call(__context, __obj, *args, **kwargs)
+        finally:
+            sandbox.leave_call(nested)
 
     def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
         """``str.format`` as the sandbox runs it, refusing huge widths first (``'{:999999999}'``;
