@@ -322,6 +322,21 @@ class SlowFirstChannel(ScriptedChannel):
         return await super().send(message)
 
 
+@contextlib.asynccontextmanager
+async def _three_sms_one_slot(
+    settings: Settings, clock: Clock, took: timedelta
+) -> AsyncIterator[tuple[Notifier, SlowFirstChannel]]:
+    """Three SMS due at T0 (no emails), one provider slot, the first send taking ``took``."""
+    sms = SlowFirstChannel(clock, took=took)
+    one_slot = settings.model_copy(update={"channel_concurrency": 1})
+    async with Notifier(
+        one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
+    ) as n:
+        clock.now = T0
+        await _shipped(n, 3, email="")
+        yield n, sms
+
+
 async def test_a_send_whose_lease_ran_out_while_it_waited_is_given_back_not_sent(
     settings: Settings, clock: Clock
 ) -> None:
@@ -329,13 +344,8 @@ async def test_a_send_whose_lease_ran_out_while_it_waited_is_given_back_not_sent
     daemon sharing the database claims all three meanwhile (their lease ran out). The first was
     with the provider already (the lease's one window); the two others must not go out from
     here too, nor be given back: they are the other daemon's now."""
-    sms = SlowFirstChannel(clock, took=timedelta(seconds=settings.send_lease_seconds + 1))
-    one_slot = settings.model_copy(update={"channel_concurrency": 1})
-    async with Notifier(
-        one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
-    ) as n:
-        clock.now = T0
-        await _shipped(n, 3, email="")
+    took = timedelta(seconds=settings.send_lease_seconds + 1)
+    async with _three_sms_one_slot(settings, clock, took) as (n, sms):
         rival: list[queue.Job] = []
         sms.during.append(lambda: rival.extend(
             n.queue.claim_due(now=clock.now, limit=10, lease_until=clock.now + timedelta(
@@ -351,13 +361,8 @@ async def test_a_send_whose_lease_ran_out_while_it_waited_is_given_back_not_sent
 async def test_a_send_given_back_goes_out_on_the_next_claim_as_its_first_attempt(
     settings: Settings, clock: Clock
 ) -> None:
-    sms = SlowFirstChannel(clock, took=timedelta(seconds=settings.send_lease_seconds * 0.8))
-    one_slot = settings.model_copy(update={"channel_concurrency": 1})
-    async with Notifier(
-        one_slot, clock=clock, channels=build_channels(one_slot) | {ChannelKind.SMS: sms}
-    ) as n:
-        clock.now = T0
-        await _shipped(n, 3, email="")
+    took = timedelta(seconds=settings.send_lease_seconds * 0.8)
+    async with _three_sms_one_slot(settings, clock, took) as (n, sms):
         assert (await n.dispatch_due()).counts == {"sent": 1, "given back": 2}
         back = await n.notifications(channel="sms", status="scheduled")
         assert len(back) == 2 and {r["attempts"] for r in back} == {0}
