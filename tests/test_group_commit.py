@@ -4,6 +4,8 @@ every caller exactly what it would have got alone."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +17,7 @@ from conftest import ROOT, Clock, registration, webhook
 from notifier import Notifier, Settings
 from notifier.clickpost.models import parse_webhook
 from notifier.errors import StoreUnavailableError
-from notifier.group_commit import GroupCommit
+from notifier.group_commit import GroupCommit, collector_paused
 from notifier.store import ingest
 from notifier.store.ingest import IngestOutcome
 
@@ -132,6 +134,66 @@ async def test_one_bad_item_does_not_take_its_batch_down() -> None:
     results = await asyncio.gather(*(group.submit(i) for i in range(6)), return_exceptions=True)
     assert [r for i, r in enumerate(results) if i != 3] == [1, 2, 3, 5, 6]
     assert isinstance(results[3], ValueError)
+
+
+async def test_the_garbage_collector_waits_while_a_batch_commits() -> None:
+    """A collection in the middle of a batch frees none of its temporaries, only ages them
+    towards full collections of the whole heap; the collector is back once the batch ends,
+    failed or not."""
+    seen: list[bool] = []
+
+    def commit(items: Sequence[int]) -> list[int]:
+        seen.append(gc.isenabled())
+        if 99 in items:
+            raise ValueError("a bad item")
+        return list(items)
+
+    assert gc.isenabled()
+    group: GroupCommit[int, int] = GroupCommit(commit)
+    assert await asyncio.gather(*(group.submit(i) for i in range(20))) == list(range(20))
+    assert seen and not any(seen)
+    assert gc.isenabled()
+    with pytest.raises(ValueError):
+        await group.submit(99)
+    assert gc.isenabled()
+
+
+async def test_a_collector_the_application_disabled_stays_disabled() -> None:
+    group: GroupCommit[int, int] = GroupCommit(lambda items: list(items))
+    gc.disable()
+    try:
+        assert await group.submit(1) == 1
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
+def test_overlapping_pauses_resume_the_collector_when_the_last_ends() -> None:
+    """Two engines (or a batch and a retry) committing at once in two threads: the collector
+    resumes when both are done, not when the first is."""
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+    during: list[bool] = []
+
+    def first() -> None:
+        with collector_paused():
+            first_in.set()
+            second_in.wait(5)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(5)
+        with collector_paused():
+            second_in.set()
+            first_out.wait(5)
+            during.append(gc.isenabled())  # the first has ended; this one still holds
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert during == [False]
+    assert gc.isenabled()
 
 
 # -- ingest in batches ----------------------------------------------------------------------------
