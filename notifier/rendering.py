@@ -97,10 +97,12 @@ class _Sandbox(ImmutableSandboxedEnvironment):
         """Also what ``{% include %}``, ``{% import %}`` and ``{% extends %}`` call at render
         time: a template including itself is recursion without a call."""
         sandbox.check_time()
+        sandbox.check_nesting(self)
         return super().get_template(*args, **kwargs)
 
     def select_template(self, *args: Any, **kwargs: Any) -> jinja2.Template:
         sandbox.check_time()
+        sandbox.check_nesting(self)
         return super().select_template(*args, **kwargs)
 
     def call(__self, __context: Context, __obj: Any, *args: Any, **kwargs: Any) -> Any:

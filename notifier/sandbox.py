@@ -15,11 +15,12 @@ template error, with its file and line. That stops a hang made of template code 
 loops, exponential macro or include recursion) without a thread or process to kill. Until
 2026-11-28 a trace function (``sys.settrace``) checked the clock on every line of template
 code: it did the same, but made rendering an email three to four times slower (1.2 ms against
-0.35 ms of CPU), and paused any debugger or coverage tracer during renders. Limits: a single
-call into C that runs long is not interrupted until it returns, hence the size checks below,
-and a built-in filter chain over a long sequence (``range(100000)|map('string')``) runs to its
-end between two checks (linear work, bounded by the 100,000 items of a range and the output
-cap).
+0.35 ms of CPU), and paused any debugger or coverage tracer during renders. Calls and
+template loads also nest at most :data:`MAX_CALL_DEPTH` deep: a macro or a template recursing
+without end is refused there, not left to Python's recursion limit. Limits: a single call into
+C that runs long is not interrupted until it returns, hence the size checks below, and a
+built-in filter chain over a long sequence (``range(100000)|map('string')``) runs to its end
+between two checks (linear work, bounded by the 100,000 items of a range and the output cap).
 
 Size. Before a call is made, :func:`check_call` refuses arguments that would make a result past
 the output cap: widths (``center``, ``ljust``, ``zfill``, ``indent``, ``lipsum``, …), format
@@ -31,11 +32,13 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Sized
 from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from functools import wraps
+from types import FrameType
 from typing import Any, TypeVar
 
 from jinja2.exceptions import SecurityError
@@ -77,9 +80,10 @@ def check_time() -> None:
         raise RenderTimeout(f"rendering took longer than {seconds:g} s")
 
 
-# Calls a template may nest (a macro calling a macro …): real templates nest a few; a macro
-# calling itself without end is stopped here, well before Python's recursion limit, where
-# the error could surface inside a generator's cleanup instead of the template.
+# Calls a template may nest (a macro calling a macro …), and templates it may include within
+# each other: real templates nest a few; a macro calling itself, or a template including
+# itself, without end is stopped here, well before Python's recursion limit, where the error
+# could surface inside a generator's cleanup instead of the template.
 MAX_CALL_DEPTH = 64
 _DEPTH: ContextVar[int] = ContextVar("render_call_depth", default=0)
 
@@ -95,6 +99,27 @@ def enter_call() -> Token[int]:
 
 def leave_call(token: Token[int]) -> None:
     _DEPTH.reset(token)
+
+
+def check_nesting(environment: object) -> None:
+    """Refuse one more template load when ``environment``'s templates are already rendering
+    :data:`MAX_CALL_DEPTH` deep: a template including itself without end, which the clock
+    alone would leave to Python's recursion limit.
+
+    Called where a template is loaded (rarely: once per include, import or extends), so it
+    walks the stack instead of keeping a count that every template's end would have to undo.
+    A template's top level runs in a function named ``root`` of code compiled for it, whose
+    globals hold its environment.
+    """
+    depth = 0
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "root" and frame.f_globals.get("environment") is environment:
+            depth += 1
+        frame = frame.f_back
+    if depth >= MAX_CALL_DEPTH:
+        raise SecurityError(f"templates included nested deeper than {MAX_CALL_DEPTH} (a "
+                            f"template including itself without end?)")  # fmt: skip
 
 
 def timed(iterable: Iterable[_T]) -> Iterator[_T]:

@@ -237,6 +237,30 @@ def test_unbounded_recursion_is_a_template_error(tmp_path: Path) -> None:
             "not allowed in templates: calls nested deeper than 64")  # fmt: skip
 
 
+def _includes(tmp_path: Path, boom: str) -> Renderer:
+    folder = tmp_path / "templates" / "sms"
+    folder.mkdir(parents=True)
+    (folder / "t.txt.j2").write_text("Hello\n{% include 'sms/boom.txt.j2' %}", encoding="utf-8")
+    (folder / "boom.txt.j2").write_text(boom, encoding="utf-8")
+    return Renderer(tmp_path / "templates")
+
+
+def test_a_template_including_itself_without_end_is_a_template_error(tmp_path: Path) -> None:
+    """Stopped by the sandbox's own depth limit, naming it, not by Python's RecursionError."""
+    renderer = _includes(tmp_path, "x{% include 'sms/boom.txt.j2' %}")
+    with pytest.raises(TemplateError) as caught:
+        renderer.render(ChannelKind.SMS, "t", sample_context())
+    assert "templates included nested deeper than 64" in str(caught.value)
+    assert str(caught.value).startswith("sms/boom.txt.j2:1:"), str(caught.value)
+
+
+def test_templates_included_a_few_deep_render(tmp_path: Path) -> None:
+    boom = "{% set n = (n | default(60)) - 1 %}{{ n }}{% if n %} {% include 'sms/boom.txt.j2' %}"
+    renderer = _includes(tmp_path, boom + "{% endif %}")
+    rendered = renderer.render(ChannelKind.SMS, "t", sample_context())
+    assert rendered.text == "Hello\n" + " ".join(str(n) for n in range(59, -1, -1))
+
+
 def test_macros_nested_a_few_deep_render(tmp_path: Path) -> None:
     source = "{% macro f(n) %}{{ n }}{{ f(n - 1) if n else '' }}{% endmacro %}{{ f(60) }}"
     assert render(tmp_path, source) == "Hello\n" + "".join(str(n) for n in range(60, -1, -1))
