@@ -169,7 +169,8 @@ class Notifier:
             self.metrics.webhooks.labels("unavailable").inc()
             self.health.refused("webhook", err)
             raise
-        self.health.stored()
+        if not outcome.duplicate:  # a duplicate wrote nothing: it proves no space to write
+            self.health.stored()
         log.debug(
             "update %s/%s code %s: %s",
             update.cp_id,

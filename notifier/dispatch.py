@@ -275,6 +275,7 @@ class Dispatcher:
                 job.recipient,
                 f"recipient refused messages ({text})",
                 now=self.clock(),
+                changed=bool,
             )
             return await self._finish(job, NotificationStatus.SKIPPED, f"opted out: {text}",
                                       "permanent", rendered=facts)  # fmt: skip

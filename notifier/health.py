@@ -5,9 +5,11 @@ engine's writes report here (a webhook's update, a registration, an unregistrati
 receipt, the dispatcher's claims and records of sends, opt-outs and opt-ins, the console's
 resend and cancel, retention, erasure): from a refused write until one is stored, the daemon
 is not ready, and says since when and why, in words that name no server (the driver's message
-may carry hosts and users, and ``/healthz`` answers anyone). A write that went through counts
-as stored even if it had nothing to change, except the dispatcher's claims, which run every
-second and mostly find nothing due: they only report refusals.
+may carry hosts and users, and ``/healthz`` answers anyone). A write counts as stored only
+when it changed something: a duplicate webhook, an opt-out already on file or an opt-in for an
+address never opted out can go through on a disk that refuses everything new, so they prove
+nothing and clear no refusal; nor do the dispatcher's claims, which run every second and
+mostly find nothing due: they only report refusals.
 
 A refusal is also forgotten ``REFUSAL_MEMORY`` after the last one: a load balancer that stops
 sending to a daemon that is not ready would otherwise keep it from ever storing anything again.
@@ -62,14 +64,23 @@ class WriteHealth:
             return None
         return refusing
 
-    async def writing(self, what: str, call: Callable[..., _R], *args: Any, **kwargs: Any) -> _R:
-        """``call(*args, **kwargs)`` in a worker thread, its refusal or success noted."""
+    async def writing(
+        self,
+        what: str,
+        call: Callable[..., _R],
+        *args: Any,
+        changed: Callable[[_R], bool] = lambda _: True,
+        **kwargs: Any,
+    ) -> _R:
+        """``call(*args, **kwargs)`` in a worker thread, its refusal noted, and its success
+        when ``changed(result)`` says it wrote something."""
         try:
             result = await asyncio.to_thread(call, *args, **kwargs)
         except StoreUnavailableError as err:
             self.refused(what, err)
             raise
-        self.stored()
+        if changed(result):
+            self.stored()
         return result
 
 

@@ -319,7 +319,8 @@ def _optout_routes(app: FastAPI, settings: Settings) -> None:
         channel, address = await _unsubscribing(request, token)
         engine = _engine(request)
         await engine.health.writing("opt-out", engine.queue.suppress, channel, address,
-                                    "unsubscribed by link", now=engine.clock())  # fmt: skip
+                                    "unsubscribed by link", now=engine.clock(),
+                                    changed=bool)  # fmt: skip
         log.info("unsubscribed %s from %s by link", recipients.mask(address), channel)
         return HTMLResponse(optout.done_page(recipients.mask(address)))
 
@@ -346,11 +347,13 @@ def _optout_routes(app: FastAPI, settings: Settings) -> None:
                 raise Refused(422, f"{field}: needed to set {kind.value}", field)
             address, now = addresses[kind], engine.clock()
             if allowed:
-                await engine.health.writing("opt-in", engine.queue.unsuppress, kind.value, address)
+                await engine.health.writing(
+                    "opt-in", engine.queue.unsuppress, kind.value, address, changed=bool
+                )
             else:
                 reason = "preference set through the API"
                 await engine.health.writing("opt-out", engine.queue.suppress, kind.value, address,
-                                            reason, now=now)  # fmt: skip
+                                            reason, now=now, changed=bool)  # fmt: skip
         return await _preferences_view(engine, addresses)
 
 
@@ -400,9 +403,12 @@ async def _apply_keyword(engine: Notifier, keyword: optout.Keyword, word: str) -
     channel, address = keyword.channel.value, keyword.address
     if keyword.action == "stop":
         await engine.health.writing("opt-out", engine.queue.suppress, channel, address,
-                                    f"replied {word.upper()}", now=engine.clock())  # fmt: skip
+                                    f"replied {word.upper()}", now=engine.clock(),
+                                    changed=bool)  # fmt: skip
     else:
-        await engine.health.writing("opt-in", engine.queue.unsuppress, channel, address)
+        await engine.health.writing(
+            "opt-in", engine.queue.unsuppress, channel, address, changed=bool
+        )
     log.info("%s %s on %s: %s", recipients.mask(address), word.upper(), channel, keyword.action)
 
 

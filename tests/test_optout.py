@@ -307,6 +307,33 @@ def test_an_opt_out_the_database_refuses_makes_the_daemon_not_ready(
     assert ready.json()["ingest"]["reason"] == "database or disk is full"
 
 
+def test_preferences_that_change_nothing_do_not_make_a_refusing_daemon_ready(
+    api: TestClient, engine: Notifier, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An opt-in for a number never opted out, or an opt-out already on file with nothing
+    pending, writes nothing and can go through on a full disk: it clears no refusal. An
+    opt-out that is written does."""
+    suppress = engine.queue.suppress
+    body = {"phone": PHONE, "channels": {"sms": False}}
+    assert api.put("/preferences", json=body, headers=API).status_code == 200  # on file now
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise StoreUnavailableError("database unavailable: database or disk is full")
+
+    monkeypatch.setattr(engine.queue, "suppress", full)
+    assert api.put("/preferences", json={"email": EMAIL, "channels": {"email": False}},
+                   headers=API).status_code == 503  # fmt: skip
+    monkeypatch.setattr(engine.queue, "suppress", suppress)
+    for nothing_new in ({"email": EMAIL, "channels": {"email": True}}, body):
+        assert api.put("/preferences", json=nothing_new, headers=API).status_code == 200
+        ready = api.get("/readyz")
+        assert ready.status_code == 503 and ready.json()["ingest"]["refused"] == "opt-out"
+
+    assert api.put("/preferences", json={"email": EMAIL, "channels": {"email": False}},
+                   headers=API).status_code == 200  # fmt: skip
+    assert api.get("/readyz").status_code == 200
+
+
 def test_preferences_need_the_token(api: TestClient) -> None:
     body = {"phone": PHONE, "channels": {"sms": False}}
     assert api.put("/preferences", json=body).status_code == 401

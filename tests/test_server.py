@@ -12,7 +12,9 @@ from pydantic import SecretStr
 from twilio.request_validator import RequestValidator
 
 from notifier import Notifier, Settings
+from notifier.clickpost.models import parse_webhook
 from notifier.errors import StoreUnavailableError
+from notifier.events import ShipmentUpdate
 from notifier.health import unavailable_reason
 from notifier.server import create_app
 
@@ -201,6 +203,35 @@ def test_readyz_and_healthz_say_when_webhooks_are_refused_and_since_when(
     ready = api.get("/readyz")
     assert ready.status_code == 200 and ready.json()["status"] == "ok"
     assert ready.json()["ingest"] == {"refusing": False}
+
+
+def test_a_duplicate_webhook_stored_while_writes_are_refused_does_not_make_it_ready(
+    api: TestClient, clock: Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a full disk a duplicate webhook can still be answered 200 (it writes nothing new), so
+    it proves nothing: /readyz stays 503 until a webhook that writes something is stored."""
+    api.post("/shipments", json=registration())
+    engine: Notifier = api.app.state.notifier  # type: ignore[attr-defined]
+    record = engine.store.record_updates
+    known = dumps(webhook(code=6, at=T0))
+    assert api.post("/webhooks/clickpost", content=known, headers=KEY).status_code == 200
+    full = {"on": True}
+
+    def only_old_ones(updates: list[ShipmentUpdate], *args: object, **kwargs: object) -> object:
+        if full["on"] and any(u.identity != parse_webhook(known).identity for u in updates):
+            raise StoreUnavailableError("database unavailable: database or disk is full")
+        return record(updates, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(engine.store, "record_updates", only_old_ones)
+    fresh = dumps(webhook(code=7, at=T0.replace(minute=1)))
+    assert api.post("/webhooks/clickpost", content=fresh, headers=KEY).status_code == 503
+    assert api.post("/webhooks/clickpost", content=known, headers=KEY).status_code == 200
+    ready = api.get("/readyz")
+    assert ready.status_code == 503 and ready.json()["ingest"]["refused"] == "webhook"
+
+    full["on"] = False
+    assert api.post("/webhooks/clickpost", content=fresh, headers=KEY).status_code == 200
+    assert api.get("/readyz").status_code == 200
 
 
 def test_a_refused_registration_makes_the_daemon_not_ready_too(

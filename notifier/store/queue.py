@@ -206,15 +206,16 @@ class Queue:
                                               reason=reason, received_at=now))  # fmt: skip
             return ReceiptOutcome(moved=None, kept=True)
 
-    def suppress(self, channel: str, address: str, reason: str, *, now: datetime) -> None:
-        """Record that ``address`` wants nothing more on ``channel``; pending sends to it stop."""
+    def suppress(self, channel: str, address: str, reason: str, *, now: datetime) -> bool:
+        """Record that ``address`` wants nothing more on ``channel``; pending sends to it stop.
+        False when that changed nothing (opted out already, nothing pending)."""
         from notifier.store.repository import insert_ignore
 
         address = _addressed(channel, address)
         values = {"channel": channel, "address": address, "reason": reason, "created_at": now}
         with self.db.write() as session:
-            insert_ignore(session, Suppression, values, "channel", "address")
-            session.execute(
+            added = insert_ignore(session, Suppression, values, "channel", "address")
+            stopped = session.execute(
                 sql_update(Notification)
                 .where(
                     col(Notification.channel) == channel,
@@ -225,6 +226,7 @@ class Queue:
                     status=NotificationStatus.SKIPPED, reason=f"opted out: {reason}", updated_at=now
                 )
             )
+            return added is not None or bool(stopped.rowcount)  # type: ignore[attr-defined]
 
     def unsuppress(self, channel: str, address: str) -> bool:
         """Lift a suppression (START, a preference set back); False when there was none."""
