@@ -8,41 +8,45 @@ field, an unavailable database a 503 that Clickpost retries.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
-import hmac
 import inspect
-import ipaddress
 import logging
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
-from urllib.parse import parse_qsl
 
 import orjson
 import uvicorn
 from fastapi import FastAPI, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import BaseRoute
 from starlette.types import Receive, Scope, Send
 
-from notifier import __version__, optout, recipients
+from notifier import __version__
 from notifier.app import Notifier
-from notifier.clickpost.models import body_schemas, parse_json_object
+from notifier.clickpost.models import body_schemas
 from notifier.console import console_router
 from notifier.errors import AuthenticationError, InputError, StoreUnavailableError
-from notifier.events import ChannelKind
+from notifier.http_input import (
+    Refused,
+    api_allowed,
+    engine_of,
+    is_loopback,
+    read_body,
+    read_form,
+    schema_body,
+)
+from notifier.optout_routes import optout_routes
 from notifier.scheduling import Scheduler
 from notifier.settings import Settings
 from notifier.store.repository import IngestOutcome
 
-LOOPBACK_NAMES = {"localhost", "testclient"}
 log = logging.getLogger("notifier")
 Int32 = Annotated[int, Path(ge=-(2**31), le=2**31 - 1)]  # cp_id: a 32-bit column
 
@@ -95,14 +99,6 @@ class _App(FastAPI):
         raise err
 
 
-class Refused(Exception):
-    """A request refused before it reached the engine: status, message, field."""
-
-    def __init__(self, status: int, message: str, field: str = "") -> None:
-        self.status, self.message, self.field = status, message, field
-        super().__init__(message)
-
-
 def create_app(
     settings: Settings | None = None,
     *,
@@ -132,7 +128,7 @@ def create_app(
     _document_bodies(app)
     _errors(app)
     _routes(app, settings)
-    _optout_routes(app, settings)
+    optout_routes(app, settings)
     app.include_router(console_router(settings))
     return app
 
@@ -186,12 +182,7 @@ _SCHEMAS = body_schemas()
 def _json_body(name: str) -> dict[str, Any]:
     """``openapi_extra`` for a route that reads its raw body: the body's schema, for the docs
     and for property-based tests (schemathesis) that generate bodies from it."""
-    return _schema_body(_SCHEMAS[name])
-
-
-def _schema_body(schema: dict[str, Any]) -> dict[str, Any]:
-    content = {"application/json": {"schema": schema}}
-    return {"requestBody": {"required": True, "content": content}}
+    return schema_body(_SCHEMAS[name])
 
 
 def _document_bodies(app: FastAPI) -> None:
@@ -209,9 +200,9 @@ def _document_bodies(app: FastAPI) -> None:
 def _routes(app: _App, settings: Settings) -> None:
     @app.post(WEBHOOK_PATH, openapi_extra=_json_body("webhook"))
     async def clickpost_webhook(request: Request) -> Response:
-        engine = _engine(request)
+        engine = engine_of(request)
         _webhook_allowed(settings)
-        outcome = await engine.handle_webhook(await _body(request, settings), request.headers)
+        outcome = await engine.handle_webhook(await read_body(request, settings), request.headers)
         if _due_now(outcome, engine.clock()):
             request.app.state.scheduler.wake()
         # Encoded here: the hottest route skips FastAPI's response-model machinery.
@@ -221,8 +212,8 @@ def _routes(app: _App, settings: Settings) -> None:
 
     @app.post("/shipments", openapi_extra=_json_body("registration"))
     async def register(request: Request) -> JSONResponse:
-        _api_allowed(request, settings)
-        result = await _engine(request).register_shipment(await _body(request, settings))
+        api_allowed(request, settings)
+        result = await engine_of(request).register_shipment(await read_body(request, settings))
         evaluation = _ingest_view(result.evaluation) if result.evaluation else None
         body = {"shipment_id": result.shipment_id, "created": result.created,
                 "adopted_events": result.adopted_events, "evaluation": evaluation}  # fmt: skip
@@ -232,15 +223,15 @@ def _routes(app: _App, settings: Settings) -> None:
 
     @app.post("/shipments/unregister", openapi_extra=_json_body("unregistration"))
     async def unregister(request: Request) -> dict[str, Any]:
-        _api_allowed(request, settings)
-        if not await _engine(request).unregister_shipment(await _body(request, settings)):
+        api_allowed(request, settings)
+        if not await engine_of(request).unregister_shipment(await read_body(request, settings)):
             raise Refused(404, "no such shipment", "waybill")
         return {"unregistered": True}
 
     @app.get("/shipments/{cp_id}/{waybill}")
     async def shipment(request: Request, cp_id: Int32, waybill: str) -> dict[str, Any]:
-        _api_allowed(request, settings)
-        detail = await _engine(request).shipment(cp_id, _text(waybill, "waybill"))
+        api_allowed(request, settings)
+        detail = await engine_of(request).shipment(cp_id, _text(waybill, "waybill"))
         if detail is None:
             raise Refused(404, "no such shipment", "waybill")
         return detail
@@ -254,17 +245,17 @@ def _routes(app: _App, settings: Settings) -> None:
         since: datetime | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
-        _api_allowed(request, settings)
-        return await _engine(request).notifications(
+        api_allowed(request, settings)
+        return await engine_of(request).notifications(
             waybill=_text(waybill, "waybill"), status=_text(status, "status"),
             channel=_text(channel, "channel"), since=_utc(since), limit=limit,
         )  # fmt: skip
 
     @app.post("/callbacks/twilio/status")
     async def twilio_status(request: Request) -> Response:
-        params = _form(await _body(request, settings))
+        params = read_form(await read_body(request, settings))
         signature = request.headers.get("x-twilio-signature", "")
-        await _engine(request).handle_twilio_status(params, signature)
+        await engine_of(request).handle_twilio_status(params, signature)
         return Response(status_code=204)
 
     @app.get("/healthz")
@@ -284,11 +275,11 @@ def _routes(app: _App, settings: Settings) -> None:
     async def metrics(request: Request) -> PlainTextResponse:
         from notifier.metrics import exposition
 
-        return PlainTextResponse(exposition(_engine(request)))
+        return PlainTextResponse(exposition(engine_of(request)))
 
 
 def _health(request: Request) -> dict[str, Any]:
-    engine, scheduler = _engine(request), request.app.state.scheduler
+    engine, scheduler = engine_of(request), request.app.state.scheduler
     database, refusing = engine.db.ping(), engine.refusal()
     ingest: dict[str, Any] = {"refusing": refusing is not None}
     if refusing is not None:
@@ -305,159 +296,12 @@ def _health(request: Request) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _optout_routes(app: FastAPI, settings: Settings) -> None:
-    """Unsubscribe links, Twilio inbound STOP/START and channel preferences (notifier.optout)."""
-
-    @app.get("/unsubscribe/{token}", response_class=HTMLResponse)
-    async def unsubscribe_page(request: Request, token: str) -> HTMLResponse:
-        _, address = await _unsubscribing(request, token)  # checks only: scanners prefetch
-        return HTMLResponse(optout.confirm_page(recipients.mask(address)))
-
-    @app.post("/unsubscribe/{token}", response_class=HTMLResponse)
-    async def unsubscribe(request: Request, token: str) -> HTMLResponse:
-        await _body(request, settings)  # "List-Unsubscribe=One-Click" (RFC 8058) or the button
-        channel, address = await _unsubscribing(request, token)
-        engine = _engine(request)
-        await engine.health.writing("opt-out", engine.queue.suppress, channel, address,
-                                    "unsubscribed by link", now=engine.clock(),
-                                    changed=bool)  # fmt: skip
-        log.info("unsubscribed %s from %s by link", recipients.mask(address), channel)
-        return HTMLResponse(optout.done_page(recipients.mask(address)))
-
-    @app.post("/callbacks/twilio/inbound")
-    async def twilio_inbound(request: Request) -> Response:
-        params = _form(await _body(request, settings))
-        _twilio_signed(settings, optout.INBOUND_PATH, params, request)
-        keyword = optout.inbound_keyword(params)
-        if keyword is not None:
-            await _apply_keyword(_engine(request), keyword, params.get("Body", "").strip())
-        return Response(EMPTY_TWIML, media_type="text/xml")
-
-    @app.post("/preferences/lookup", openapi_extra=_schema_body(optout.CONTACT_SCHEMA))
-    async def preferences(request: Request) -> dict[str, Any]:
-        engine, _, addresses = await _contact(request, settings)
-        return await _preferences_view(engine, addresses)
-
-    @app.put("/preferences", openapi_extra=_schema_body(optout.PREFERENCES_SCHEMA))
-    async def set_preferences(request: Request) -> dict[str, Any]:
-        engine, body, addresses = await _contact(request, settings)
-        for kind, allowed in optout.channel_choices(body).items():
-            if kind not in addresses:
-                field = "email" if kind is ChannelKind.EMAIL else "phone"
-                raise Refused(422, f"{field}: needed to set {kind.value}", field)
-            address, now = addresses[kind], engine.clock()
-            if allowed:
-                await engine.health.writing(
-                    "opt-in", engine.queue.unsuppress, kind.value, address, changed=bool
-                )
-            else:
-                reason = "preference set through the API"
-                await engine.health.writing("opt-out", engine.queue.suppress, kind.value, address,
-                                            reason, now=now, changed=bool)  # fmt: skip
-        return await _preferences_view(engine, addresses)
-
-
-EMPTY_TWIML = '<?xml version="1.0" encoding="UTF-8"?><Response/>'
-
-
-async def _contact(
-    request: Request, settings: Settings
-) -> tuple[Notifier, dict[str, Any], dict[ChannelKind, str]]:
-    """A preferences request, behind the API token: the engine, the JSON body, and the phone
-    and email it names, normalised as the delivery log stores them."""
-    _api_allowed(request, settings)
-    engine = _engine(request)
-    body = parse_json_object(await _body(request, settings))
-    return engine, body, optout.contact_addresses(body, region=engine.rules.defaults.phone_region)
-
-
-async def _unsubscribing(request: Request, token: str) -> tuple[str, str]:
-    """The channel and address a valid unsubscribe token names; 404 for any other token
-    (unknown, forged, or its notification's recipient already purged)."""
-    engine = _engine(request)
-    links = engine.unsubscribe_links
-    if links is None:
-        raise Refused(404, "unsubscribe links are not enabled here", "token")
-    notification_id = optout.token_notification_id(token)
-    found = await asyncio.to_thread(engine.queue.recipient, notification_id)
-    if found is None or not found[1] or not links.verify(token, found[0], found[1]):
-        raise Refused(404, "unknown or expired unsubscribe link", "token")
-    return found[0], found[1]
-
-
-def _twilio_signed(settings: Settings, path: str, params: dict[str, str], request: Request) -> None:
-    token = settings.twilio_auth_token
-    if token is None or not settings.public_url:
-        raise AuthenticationError(
-            "Twilio callbacks need NOTIFIER_TWILIO_AUTH_TOKEN and NOTIFIER_PUBLIC_URL",
-            field="X-Twilio-Signature",
-        )
-    url = settings.public_url.rstrip("/") + path
-    signature = request.headers.get("x-twilio-signature", "")
-    if not optout.twilio_signature_valid(auth_token=token.get_secret_value(), url=url,
-                                         params=params, signature=signature):  # fmt: skip
-        raise AuthenticationError("signature does not match", field="X-Twilio-Signature")
-
-
-async def _apply_keyword(engine: Notifier, keyword: optout.Keyword, word: str) -> None:
-    channel, address = keyword.channel.value, keyword.address
-    if keyword.action == "stop":
-        await engine.health.writing("opt-out", engine.queue.suppress, channel, address,
-                                    f"replied {word.upper()}", now=engine.clock(),
-                                    changed=bool)  # fmt: skip
-    else:
-        await engine.health.writing(
-            "opt-in", engine.queue.unsuppress, channel, address, changed=bool
-        )
-    log.info("%s %s on %s: %s", recipients.mask(address), word.upper(), channel, keyword.action)
-
-
-async def _preferences_view(engine: Notifier, addresses: dict[ChannelKind, str]) -> dict[str, Any]:
-    wanted = {kind.value: address for kind, address in addresses.items()}
-    blocked = await asyncio.to_thread(engine.queue.suppressions, wanted)
-    return {
-        kind: {"address": recipients.mask(address), "allowed": kind not in blocked,
-               "reason": blocked.get(kind, "")}
-        for kind, address in wanted.items()
-    }  # fmt: skip
-
-
-def _engine(request: Request) -> Notifier:
-    engine: Notifier = request.app.state.notifier
-    return engine
-
-
-async def _body(request: Request, settings: Settings) -> bytes:
-    """The raw body, refused with 413 past the limit without reading it all."""
-    limit = settings.max_body_bytes
-    declared = request.headers.get("content-length", "")
-    if declared.isascii() and declared.isdigit() and int(declared) > limit:
-        raise Refused(413, f"body larger than {limit} bytes", "body")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refused(413, f"body larger than {limit} bytes", "body")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _due_now(outcome: IngestOutcome, now: datetime) -> bool:
     """Whether the update planned a message to send now (not one deferred by quiet hours)."""
     return any(
         s.status == "scheduled" and (s.due_at is None or s.due_at <= now)
         for s in outcome.notifications
     )
-
-
-def _form(body: bytes) -> dict[str, str]:
-    """Twilio's form post (``application/x-www-form-urlencoded``), read within the size limit;
-    anything else yields no fields, and so a signature that cannot match."""
-    text = body.decode("utf-8", "replace")
-    try:
-        return dict(parse_qsl(text, keep_blank_values=True, max_num_fields=200))
-    except ValueError as err:  # more fields than any Twilio callback has
-        raise Refused(400, f"not a Twilio form post: {err}", "body") from err
 
 
 _Text = TypeVar("_Text", str, str | None)
@@ -492,30 +336,6 @@ def _webhook_allowed(settings: Settings) -> None:
         )
 
 
-def _api_allowed(request: Request, settings: Settings) -> None:
-    """The API token when one is set (constant-time compare); else loopback callers only."""
-    token = settings.api_token.get_secret_value() if settings.api_token else ""
-    if token:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise Refused(401, "missing or wrong API token", "Authorization")
-        return
-    host = request.client.host if request.client else ""
-    if not _is_loopback(host):
-        raise Refused(
-            403, "set NOTIFIER_API_TOKEN to use the API from other hosts", "Authorization"
-        )
-
-
-def _is_loopback(host: str) -> bool:
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def _ingest_view(outcome: IngestOutcome) -> dict[str, Any]:
     return {
         "status": "duplicate" if outcome.duplicate else "accepted",
@@ -546,7 +366,7 @@ def serve(
     configure_logging(json=log_format == "json", level=log_level, secrets=secret_values(settings))
     log = logging.getLogger("notifier")
     if not settings.accepted_webhook_keys and not settings.allow_unauthenticated:
-        if _is_loopback(host):
+        if is_loopback(host):
             settings = settings.model_copy(update={"allow_unauthenticated": True})
             log.warning(
                 "NO WEBHOOK KEYS: accepting unauthenticated webhooks because this server only "

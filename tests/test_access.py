@@ -158,9 +158,9 @@ def test_the_token_is_compared_in_constant_time(
         return original(a, b)
 
     import notifier.app
-    import notifier.server
+    import notifier.http_input
 
-    monkeypatch.setattr(notifier.server.hmac, "compare_digest", spy)
+    monkeypatch.setattr(notifier.http_input.hmac, "compare_digest", spy)
     call(outside, "GET", "/notifications", headers={"Authorization": "Bearer guess"})
     assert (b"guess", TOKEN.encode()) in seen
     seen.clear()

@@ -31,7 +31,8 @@ from notifier.console.sessions import (
     csrf_matches,
     new_login_nonce,
 )
-from notifier.console.web import STATIC, Pages, engine_of, query
+from notifier.console.web import STATIC, Pages, query
+from notifier.http_input import engine_of
 from notifier.settings import Settings
 from notifier.store import console as store
 

@@ -21,9 +21,10 @@ from notifier.clickpost import codes
 from notifier.clickpost.models import parse_registration, parse_webhook
 from notifier.console import chart
 from notifier.console.sessions import Session
-from notifier.console.web import SECURITY_HEADERS, engine_of, query
+from notifier.console.web import SECURITY_HEADERS, query
 from notifier.errors import InputError
 from notifier.events import PENDING_STATUSES, ChannelKind, NotificationStatus, Registration
+from notifier.http_input import engine_of
 from notifier.preview import preview, synthetic_update
 from notifier.store import console as store
 from notifier.store import console_log

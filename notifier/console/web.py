@@ -15,8 +15,8 @@ import jinja2
 from fastapi import Request
 from fastapi.responses import HTMLResponse
 
-from notifier.app import Notifier
 from notifier.clickpost import codes
+from notifier.http_input import engine_of
 
 _T = TypeVar("_T")
 HERE = Path(__file__).resolve().parent
@@ -84,11 +84,6 @@ def event_label(event_id: int | None) -> str:
         return ""
     entry = codes.notification_event(event_id)
     return f"{entry.label} (event {event_id})"
-
-
-def engine_of(request: Request) -> Notifier:
-    engine: Notifier = request.app.state.notifier
-    return engine
 
 
 async def query(request: Request, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
