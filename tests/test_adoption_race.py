@@ -22,7 +22,7 @@ from sqlalchemy import select
 
 from notifier import Notifier
 from notifier.store import ingest
-from notifier.store.ingest import EVENT
+from notifier.store.ingest_sql import EVENT
 
 T0 = datetime(2026, 11, 26, 5, 0, tzinfo=UTC)
 

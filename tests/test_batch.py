@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, select, update
 
 from notifier import Notifier
 from notifier.store.batch import Batch
-from notifier.store.ingest import SUPPRESSION, insert_ignoring
+from notifier.store.ingest_sql import SUPPRESSION, insert_ignoring
 
 T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))

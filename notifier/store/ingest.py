@@ -13,8 +13,9 @@ many webhooks. The result for each update is exactly what storing it alone would
   wave seeing what the one before wrote (its new stage, the notifications it planned), so a
   burst of shipped → delivered in one batch supersedes exactly as if the webhooks came apart.
 
-Statements are SQLAlchemy Core, built once with bound parameters; the writes go to the driver
-as batches of plain tuples (notifier/store/batch.py). The ORM is not needed on this path.
+Statements are SQLAlchemy Core, built once with bound parameters (notifier/store/ingest_sql.py);
+the writes go to the driver as batches of plain tuples (notifier/store/batch.py). The ORM is not
+needed on this path.
 """
 
 from __future__ import annotations
@@ -24,28 +25,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, bindparam, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql import Insert
+from sqlalchemy import Connection, or_, select
 
-from notifier.events import PENDING_STATUSES, Consumer, NotificationStatus, ShipmentUpdate
+from notifier.events import Consumer, NotificationStatus, ShipmentUpdate
 from notifier.planning import Plan, PlannedNotification, ShipmentState
 from notifier.store import adoption
-from notifier.store.batch import Batch
-from notifier.store.models import Event, Notification, Shipment, Suppression
+from notifier.store import ingest_sql as sql
+from notifier.store.ingest_sql import SHIPMENT
+from notifier.store.models import Shipment
 
 Decide = Callable[[ShipmentState, ShipmentUpdate], Plan]
-
-EVENT: Table = Event.__table__  # type: ignore[attr-defined]
-SHIPMENT: Table = Shipment.__table__  # type: ignore[attr-defined]
-NOTIFICATION: Table = Notification.__table__  # type: ignore[attr-defined]
-SUPPRESSION: Table = Suppression.__table__  # type: ignore[attr-defined]
-
-_STATE_COLUMNS = (
-    "id", "cp_id", "waybill", "account_code", "order_type", "delivery_type", "consumer", "stage",
-    "status_code", "status_at", "state",
-)  # fmt: skip
-_STATE = [SHIPMENT.c[name] for name in _STATE_COLUMNS]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -168,7 +157,9 @@ def plan_and_record(
         assert item.shipment is not None
         item.plan = decide(item.shipment, item.update)
     advancing = [x for x in wave if x.plan is not None and x.plan.advance]
-    (_ADVANCE_HEARD if heard else _ADVANCE).run(conn, [_advance_values(x, now) for x in advancing])
+    (sql.ADVANCE_HEARD if heard else sql.ADVANCE).run(
+        conn, [_advance_values(x, now) for x in advancing]
+    )
     if heard:
         _touch_shipments(conn, [x for x in wave if x.plan is not None and not x.plan.advance], now)
     _supersede(conn, advancing, now)
@@ -177,7 +168,7 @@ def plan_and_record(
         conn, {(p.channel.value, p.recipient) for _, p in planned if p.recipient}
     )
     rows = [_notification_values(x, _unless(opted_out, p), now, rules_version) for x, p in planned]
-    new_ids = {key: nid for nid, key in _INSERT_NOTIFICATIONS.returning(conn, rows)}
+    new_ids = {key: nid for nid, key in sql.INSERT_NOTIFICATIONS.returning(conn, rows)}
     for (item, planned_one), row in zip(planned, rows, strict=True):
         item.summaries.append(_summary(planned_one, row, new_ids.get(row["dedup_key"])))
 
@@ -198,7 +189,7 @@ def _insert_events(
         (_event_values(u, shipment_ids.get(u.identity), now) for u in updates),
         key=lambda r: r["idempotency_key"],
     )
-    return {key: eid for eid, key in _INSERT_EVENTS.returning(conn, rows)}
+    return {key: eid for eid, key in sql.INSERT_EVENTS.returning(conn, rows)}
 
 
 def _waves(items: Sequence[_Item]) -> list[list[_Item]]:
@@ -254,14 +245,14 @@ def _by_waybill(
     found: dict[tuple[int, str], ShipmentState] = {}
     for cp_id in sorted({u.cp_id for u in updates}):
         waybills = sorted({u.waybill for u in updates if u.cp_id == cp_id})
-        rows = conn.execute(_SHIPMENTS_BY_WAYBILL, {"cp_id": cp_id, "waybills": waybills})
+        rows = conn.execute(sql.SHIPMENTS_BY_WAYBILL, {"cp_id": cp_id, "waybills": waybills})
         found |= {(cp_id, s.waybill): s for s in map(shipment_state, rows)}
     return found
 
 
 def _find_by_reference(conn: Connection, update: ShipmentUpdate) -> ShipmentState | None:
     """By waybill alone (cp_id -1: any courier) or, with no waybill, by order id / reference."""
-    query = select(*_STATE)
+    query = select(*sql.STATE)
     if update.cp_id != -1:
         query = query.where(SHIPMENT.c.cp_id == update.cp_id)
     if update.waybill:
@@ -277,7 +268,9 @@ def _find_by_reference(conn: Connection, update: ShipmentUpdate) -> ShipmentStat
 
 def _touch_shipments(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     """Record that each shipment heard from Clickpost now (polling leaves it alone a while)."""
-    _TOUCH.run(conn, [{"sid": x.shipment.id, "now": now} for x in items if x.shipment is not None])
+    sql.TOUCH.run(
+        conn, [{"sid": x.shipment.id, "now": now} for x in items if x.shipment is not None]
+    )
 
 
 def _advance_values(item: _Item, now: datetime) -> dict[str, Any]:
@@ -295,7 +288,7 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     superseding = {x.shipment.id: x for x in items if x.shipment and x.plan and x.plan.supersede}
     if not superseding:
         return
-    pending = conn.execute(_PENDING_OF_SHIPMENTS, {"sids": sorted(superseding)})
+    pending = conn.execute(sql.PENDING_OF_SHIPMENTS, {"sids": sorted(superseding)})
     cancel = []
     for row in pending:
         item = superseding[row.shipment_id]
@@ -304,7 +297,7 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
             item.cancelled += 1
             cancel.append({"nid": row.id, "status": NotificationStatus.CANCELLED.value,
                            "why": item.plan.supersede.reason, "now": now})  # fmt: skip
-    _CANCEL.run(conn, cancel)
+    sql.CANCEL.run(conn, cancel)
 
 
 def _opted_out(conn: Connection, recipients: set[tuple[str, str]]) -> dict[tuple[str, str], str]:
@@ -314,7 +307,7 @@ def _opted_out(conn: Connection, recipients: set[tuple[str, str]]) -> dict[tuple
         return {}
     channels, addresses = {c for c, _ in recipients}, {a for _, a in recipients}
     found = conn.execute(
-        _SUPPRESSED, {"channels": sorted(channels), "addresses": sorted(addresses)}
+        sql.SUPPRESSED, {"channels": sorted(channels), "addresses": sorted(addresses)}
     )
     return {(r.channel, r.address): r.reason for r in found}
 
@@ -341,102 +334,16 @@ def _finish_events(conn: Connection, items: Sequence[_Item]) -> list[IngestOutco
             same.append(row)
         else:
             adopted.append(row | {"shipment_id": shipment_id})
-    _FINISH_EVENTS.run(conn, same)
-    _ADOPT_EVENTS.run(conn, adopted)
+    sql.FINISH_EVENTS.run(conn, same)
+    sql.ADOPT_EVENTS.run(conn, adopted)
     return outcomes
 
 
 # -- rows and results ---------------------------------------------------------------------------
 
 
-def insert_ignoring(table: Table, dialect: str, *conflict: str) -> Insert:
-    """INSERT … ON CONFLICT (conflict) DO NOTHING, for this dialect."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing(index_elements=list(conflict))
-
-
-def _returning_ids(table: Table, key: str) -> Callable[[str], Any]:
-    """INSERT … ON CONFLICT (key) DO NOTHING RETURNING id, key: the new rows' ids by key."""
-    return lambda dialect: insert_ignoring(table, dialect, key).returning(table.c.id, table.c[key])
-
-
-def _advance(heard: bool) -> Callable[[str], Any]:
-    values: dict[str, Any] = {
-        "stage": bindparam("stage"),
-        "status_code": bindparam("status_code"),
-        "status_at": bindparam("status_at"),
-        "state": bindparam("state"),
-        "updated_at": bindparam("now"),
-    }
-    if heard:
-        values["last_event_at"] = bindparam("now")
-    return lambda _: update(SHIPMENT).where(SHIPMENT.c.id == bindparam("sid")).values(values)
-
-
-_PENDING = [status.value for status in PENDING_STATUSES]
-# The queries every batch runs, built once: building a statement and its cache key anew took
-# more CPU than running it (a third of a small batch's).
-_SHIPMENTS_BY_WAYBILL = (
-    select(*_STATE)
-    .where(
-        SHIPMENT.c.cp_id == bindparam("cp_id"),
-        SHIPMENT.c.waybill.in_(bindparam("waybills", expanding=True)),
-    )
-    .order_by(SHIPMENT.c.waybill)
-    .with_for_update()
-)
-# Answered from ix_notification_shipment_status: the rows of messages already sent or
-# cancelled are never read, however many a shipment has.
-_PENDING_OF_SHIPMENTS = (
-    select(
-        NOTIFICATION.c.id, NOTIFICATION.c.shipment_id, NOTIFICATION.c.channel,
-        NOTIFICATION.c.trigger_at, NOTIFICATION.c.trigger_stage,
-    )
-    .where(
-        NOTIFICATION.c.shipment_id.in_(bindparam("sids", expanding=True)),
-        NOTIFICATION.c.status.in_(_PENDING),
-    )
-    .order_by(NOTIFICATION.c.id)
-    .with_for_update()
-)  # fmt: skip
-_SUPPRESSED = select(SUPPRESSION.c.channel, SUPPRESSION.c.address, SUPPRESSION.c.reason).where(
-    SUPPRESSION.c.channel.in_(bindparam("channels", expanding=True)),
-    SUPPRESSION.c.address.in_(bindparam("addresses", expanding=True)),
-)
-_INSERT_EVENTS = Batch(_returning_ids(EVENT, "idempotency_key"))
-_INSERT_NOTIFICATIONS = Batch(_returning_ids(NOTIFICATION, "dedup_key"))
-_ADVANCE = Batch(_advance(heard=False))
-_ADVANCE_HEARD = Batch(_advance(heard=True))
-_TOUCH = Batch(
-    lambda _: (
-        update(SHIPMENT)
-        .where(SHIPMENT.c.id == bindparam("sid"))
-        .values(last_event_at=bindparam("now"))
-    )
-)
-_CANCEL = Batch(
-    lambda _: (
-        update(NOTIFICATION)
-        .where(NOTIFICATION.c.id == bindparam("nid"))
-        .values(status=bindparam("status"), reason=bindparam("why"), updated_at=bindparam("now"))
-    )
-)
-_FINISH_EVENTS = Batch(
-    lambda _: (
-        update(EVENT).where(EVENT.c.id == bindparam("eid")).values(outcome=bindparam("outcome"))
-    )
-)
-_ADOPT_EVENTS = Batch(
-    lambda _: (
-        update(EVENT)
-        .where(EVENT.c.id == bindparam("eid"))
-        .values(shipment_id=bindparam("shipment_id"), outcome=bindparam("outcome"))
-    )
-)
-
-
 def shipment_state(row: Sequence[Any]) -> ShipmentState:
-    """A row of the ``_STATE`` columns, taken by position: a row's attribute lookup by name
+    """A row of the ``sql.STATE`` columns, taken by position: a row's attribute lookup by name
     cost more than the rest of this. ``state_of`` takes a ``Shipment``."""
     (id_, cp_id, waybill, account_code, order_type, delivery_type, consumer, stage, status_code,
      status_at, state) = row  # fmt: skip
@@ -457,7 +364,7 @@ def shipment_state(row: Sequence[Any]) -> ShipmentState:
 
 def state_of(shipment: Shipment) -> ShipmentState:
     """A ``Shipment``'s state columns, as :func:`shipment_state` reads them from a row."""
-    return shipment_state([getattr(shipment, name) for name in _STATE_COLUMNS])
+    return shipment_state([getattr(shipment, name) for name in sql.STATE_COLUMNS])
 
 
 def _event_values(update: ShipmentUpdate, shipment_id: int | None, now: datetime) -> dict[str, Any]:

@@ -26,7 +26,8 @@ from notifier.events import (
 from notifier.store import adoption, ingest
 from notifier.store.clickpost_calls import owe_call
 from notifier.store.database import Database
-from notifier.store.ingest import Decide, IngestOutcome, PlannedSummary, insert_ignoring
+from notifier.store.ingest import Decide, IngestOutcome, PlannedSummary
+from notifier.store.ingest_sql import insert_ignoring
 from notifier.store.models import Event, Notification, Shipment
 
 __all__ = ["IngestOutcome", "PlannedSummary", "RegistrationOutcome", "Store", "insert_ignore"]
