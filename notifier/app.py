@@ -57,6 +57,12 @@ log = logging.getLogger("notifier")
 Body = bytes | str | Mapping[str, Any]
 
 
+# Clocks further apart than this (a daemon's and the database server's) are logged: a
+# send is given back unless a quarter of its lease (2 minutes by default) is left, so a few
+# seconds are harmless and minutes are not.
+CLOCK_SKEW_WARNING = 2.0
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -84,6 +90,7 @@ class Notifier:
         self.store = Store(self.db)
         self._ingest = GroupCommit(self._record, max_batch=INGEST_BATCH, gather=INGEST_GATHER)
         self.ingested: Counter[str] = Counter()
+        self.clock_skew: float | None = None  # seconds the database's clock is ahead of ours
         # Whether the database takes writes (/healthz, /readyz): every write reports here.
         self.health = WriteHealth(clock)
         self.queue = Queue(self.db)
@@ -183,6 +190,20 @@ class Notifier:
     def refusal(self) -> Refusal | None:
         """Whether writes are being refused (/healthz, /readyz): notifier/health.py."""
         return self.health.refusal()
+
+    async def check_clock(self) -> float | None:
+        """How far the database server's clock is ahead of this host's (None on SQLite),
+        warned of past ``CLOCK_SKEW_WARNING`` seconds: a send's lease is written and compared
+        by each daemon's own clock, so daemons whose clocks disagree can both send it."""
+        self.clock_skew = skew = await asyncio.to_thread(self.db.clock_skew)
+        if skew is not None and abs(skew) > CLOCK_SKEW_WARNING:
+            log.warning(
+                "this host's clock is %.1f s %s the database server's: daemons on hosts whose "
+                "clocks disagree can send a message twice (a send's lease is compared by each "
+                "daemon's clock); keep the hosts' clocks in sync (NTP)",
+                abs(skew), "behind" if skew > 0 else "ahead of",
+            )  # fmt: skip
+        return skew
 
     def summarise_ingest(self) -> str | None:
         """What was ingested since the last call, in words (None: nothing): the daemon logs

@@ -63,6 +63,13 @@ class _LogCollector(Collector):
         )  # fmt: skip
         yield GaugeMetricFamily("notifier_rules_valid", "1 when the last edit of the rules loaded.",
                                 value=0 if engine.rules_error else 1)  # fmt: skip
+        if engine.clock_skew is not None:
+            yield GaugeMetricFamily(
+                "notifier_clock_skew_seconds",
+                "How far the database server's clock is ahead of this host's (checked every "
+                "10 minutes; PostgreSQL only).",
+                value=engine.clock_skew,
+            )
 
 
 def exposition(engine: Notifier) -> bytes:

@@ -7,6 +7,8 @@ nothing is lost when the process dies. Jobs:
   claims due rows, including rows whose sender died (their lease ran out), and sends them;
 - reload, every two seconds: rules.yaml or a template edited → checked and live, or reported;
 - retention, every six hours: raw bodies and personal data older than the retention period go;
+- on PostgreSQL, every ten minutes: this host's clock against the database server's, warned of
+  when they disagree by more than a couple of seconds (``Notifier.check_clock``);
 - with Clickpost settings: the calls owed to Clickpost (awb-register, awb-unregister) every
   five seconds, and polling every ``NOTIFIER_POLL_INTERVAL`` seconds (0: no polling).
 """
@@ -44,6 +46,8 @@ class Scheduler:
         self._every("reload", self._reload, seconds=reload_every)
         self._every("retention", self._retention, seconds=6 * 3600)
         self._every("ingest-summary", self._summarise, seconds=60, start=False)
+        if not notifier.db.is_sqlite:  # one clock on SQLite: the host's
+            self._every("clock", self._clock, seconds=600)
         if notifier.clickpost_sync is not None:
             self._every("clickpost-calls", self._clickpost_calls, seconds=5)
             if notifier.settings.poll_interval > 0:
@@ -91,6 +95,9 @@ class Scheduler:
         self.last_dispatch = datetime.now(UTC)
         if report.total:
             log.info("dispatched: %s", report.counts)
+
+    async def _clock(self) -> None:
+        await self.notifier.check_clock()
 
     async def _summarise(self) -> None:
         summary = self.notifier.summarise_ingest()

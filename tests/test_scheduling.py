@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from conftest import ROOT, registration, webhook
 
 from notifier import Notifier, Settings
@@ -86,3 +90,39 @@ async def test_rules_and_templates_reload_and_a_bad_edit_keeps_the_old_rules(
             assert await wait_for(healthy)
         finally:
             await scheduler.shutdown(grace=5)
+
+
+POSTGRES = os.environ.get("NOTIFIER_TEST_DATABASE_URL")
+
+
+@pytest.mark.skipif(not POSTGRES, reason="needs PostgreSQL: set NOTIFIER_TEST_DATABASE_URL")
+async def test_a_daemon_whose_clock_disagrees_with_the_database_says_so(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Leases are written and compared by each daemon's clock: two daemons on hosts whose
+    clocks disagree can both send a message. Each compares its clock with the database
+    server's, every ten minutes, and warns past 2 s (and exposes it as a metric)."""
+    from notifier.metrics import exposition
+    from notifier.store import database
+
+    async with Notifier(settings) as n:
+        skew = await n.check_clock()
+        assert skew is not None and abs(skew) < 1.0  # one machine: one clock
+        assert "this host's clock" not in caplog.text
+        real = time.time
+        monkeypatch.setattr(database.time, "time", lambda: real() + 30)  # this host runs fast
+        skew = await n.check_clock()
+        assert skew is not None and -31 < skew < -29
+        assert "this host's clock is 30.0 s ahead of the database server's" in caplog.text
+        metric = re.search(r"^notifier_clock_skew_seconds (\S+)$", exposition(n).decode(), re.M)
+        assert metric is not None and -31 < float(metric.group(1)) < -29
+        scheduler = Scheduler(n)
+        assert scheduler._scheduler.get_job("clock") is not None
+
+
+async def test_on_sqlite_there_is_one_clock_and_nothing_to_compare(tmp_path: Path) -> None:
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'one.db'}",
+                        rules=ROOT / "rules.yaml", templates=ROOT / "templates")  # fmt: skip
+    async with Notifier(settings) as n:
+        assert await n.check_clock() is None
+        assert Scheduler(n)._scheduler.get_job("clock") is None

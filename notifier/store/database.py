@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,6 +108,20 @@ class Database:
         except StoreUnavailableError:
             return False
         return True
+
+    def clock_skew(self) -> float | None:
+        """Seconds the database server's clock is ahead of this host's (behind: negative),
+        taken at the middle of the query's round trip; None on SQLite, which has no clock but
+        this host's. Leases are written and compared by each daemon's own clock, so daemons
+        on several hosts must agree with each other: each is compared with the database."""
+        if self.is_sqlite:
+            return None
+        with self.read() as session:
+            before = time.time()
+            server = session.execute(text("SELECT EXTRACT(EPOCH FROM clock_timestamp())"))
+            server_time = float(server.scalar_one())
+            after = time.time()
+        return server_time - (before + after) / 2
 
     def dispose(self) -> None:
         if self.checkpointer is not None:
