@@ -111,6 +111,10 @@ def check_nesting(environment: object) -> None:
     A template's top level runs in a function named ``root`` of code compiled for it, whose
     globals hold its environment.
     """
+    try:
+        sys._getframe(MAX_CALL_DEPTH)  # fewer frames than that hold fewer template levels
+    except ValueError:
+        return
     depth = 0
     frame: FrameType | None = sys._getframe(1)
     while frame is not None:
