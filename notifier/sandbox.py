@@ -106,9 +106,10 @@ def check_nesting(environment: object) -> None:
     :data:`MAX_CALL_DEPTH` deep: a template including itself without end, which the clock
     alone would leave to Python's recursion limit.
 
-    Called where a template is loaded (rarely: once per include, import or extends), so it
-    walks the stack instead of keeping a count that every template's end would have to undo.
-    A template's top level runs in a function named ``root`` of code compiled for it, whose
+    Called where a template is loaded (each render, include, import or extends: a few times
+    a message), so it looks at the stack instead of keeping a count that every template's end
+    would have to undo, and walks it only when it is deep enough to hold that many levels. A
+    template's top level runs in a function named ``root`` of code compiled for it, whose
     globals hold its environment.
     """
     try:
