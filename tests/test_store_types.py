@@ -7,6 +7,7 @@ database the suite runs against.
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -15,7 +16,7 @@ from sqlalchemy import DateTime, select, text
 from sqlalchemy.dialects import sqlite
 
 from notifier import Notifier
-from notifier.store.database import Database
+from notifier.store.database import Database, _json_value
 from notifier.store.models import Event, UtcDateTime
 
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -88,3 +89,28 @@ async def test_times_and_raw_bodies_come_back_exactly(notifier: Notifier, clock:
             stored = conn.execute(text("SELECT scan_at FROM event WHERE id = :i"),
                                   {"i": outcome.event_id}).scalar_one()  # fmt: skip
             assert stored == "2026-11-26 05:30:00.000000"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"at": -9223372036854775809}',  # 19 digits, one past int64: a float to orjson
+        '{"n": 18446744073709551616, "m": [1, 2.5, 18446744073709551615]}',
+        '{"phone": "1234567890123456789", "n": 12345678901234567}',  # a long run in a string
+        '{"name": "ಬೆಂಗಳೂರು 12345678901234567890"}',
+        '{"a": 1e300, "b": -0.5, "c": null, "d": [true, false]}',
+    ],
+)
+def test_stored_json_reads_back_exactly_as_json_would(text: str) -> None:
+    """The reader takes orjson's fast path only when no number can lose digits; either way the
+    value equals the standard library's reading, from SQLite's text or psycopg's bytes."""
+    expected = json.loads(text)
+    for stored in (text, text.encode(), memoryview(text.encode())):
+        value = _json_value(stored)
+        assert value == expected
+        assert json.dumps(value) == json.dumps(expected)  # 1 and 1.0 are equal, not the same
+
+
+def test_stored_json_that_is_not_json_says_where() -> None:
+    with pytest.raises(json.JSONDecodeError, match="line 1 column 7"):
+        _json_value('{"a": }')
