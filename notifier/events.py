@@ -32,7 +32,9 @@ class Source(StrEnum):
     POLL = "poll"
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class Scan:
     """One tracking scan: the outer scan of a webhook, its ``latest_status``, or a polled scan.
 
@@ -51,11 +53,18 @@ class Scan:
 
     @property
     def wall_clock(self) -> str:
-        """The scan time to the second, without zone: the part every source agrees on."""
-        return self.timestamp.strftime("%Y-%m-%dT%H:%M:%S")
+        """The scan time to the second, without zone: the part every source agrees on. It is
+        part of every stored identity, so it must never change: ``isoformat`` writes what
+        ``strftime("%Y-%m-%dT%H:%M:%S")`` did for four-digit years, in about half the time."""
+        at = self.timestamp
+        if at.year < 1000:  # strftime writes such a year unpadded
+            return at.strftime("%Y-%m-%dT%H:%M:%S")
+        return at.isoformat()[:19]
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class ShipmentUpdate:
     """A tracking update for one shipment, from a webhook or a poll.
 
@@ -98,7 +107,9 @@ class ShipmentUpdate:
         return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class Consumer:
     """The end customer, as the merchant registered them. Phone is raw until planning, which
     takes ``phone_e164`` instead when registration found it textable in the same region: a
