@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from notifier.rules import Condition, Rule
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class Facts:
     """What conditions can test, gathered from the update and the registered shipment."""
 

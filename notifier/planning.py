@@ -27,7 +27,9 @@ from notifier.matching import Facts, first_match
 from notifier.rules import QuietHours, QuietHoursPolicy, Repeat, Rule, RuleSet, Send
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class ShipmentState:
     """What planning needs to know about a registered shipment."""
 
@@ -44,7 +46,9 @@ class ShipmentState:
     state: str = "active"  # active | terminal | unregistered
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class PlannedNotification:
     rule: str
     channel: ChannelKind
@@ -79,7 +83,9 @@ class Supersede:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class Plan:
     """The decision for one update: the verdict in words, the new state, what to send."""
 

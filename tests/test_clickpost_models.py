@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -22,7 +23,7 @@ from notifier.clickpost.models import (
     parse_webhook,
 )
 from notifier.errors import InputError
-from notifier.events import ShipmentUpdate, Source
+from notifier.events import Scan, ShipmentUpdate, Source
 
 SAMPLES = Path(__file__).parent / "data" / "samples"
 
@@ -435,6 +436,24 @@ def test_identity_is_the_same_for_one_scan_in_every_time_format() -> None:
     micro = with_time("2018-07-07T19:34:46.002000Z")
     naive = with_time("2018-07-07 19:34:46")
     assert z.identity == micro.identity == naive.identity
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2018-07-07T19:34:46Z", "2026-11-28T23:59:59.999999+05:30", "2026-01-02 03:04:05"]
+)
+def test_identity_is_what_stored_events_were_keyed_by(stamp: str) -> None:
+    """Stored events are found again by their identity: its recipe must never change (the
+    scan's second is now written by isoformat, which must give strftime's text)."""
+    update = with_time(stamp)
+    second = update.scan.timestamp.strftime("%Y-%m-%dT%H:%M:%S")
+    recipe = f"{update.cp_id}|{update.waybill}|{update.scan.code}|{update.ndr_code}|{second}"
+    assert update.identity == hashlib.sha256(recipe.encode()).hexdigest()[:32]
+    assert update.scan.wall_clock == second
+
+
+def test_the_wall_clock_of_a_year_before_1000_is_strftimes() -> None:
+    scan = Scan(code=2, timestamp=datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC))
+    assert scan.wall_clock == scan.timestamp.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def test_identity_ignores_location_spelling() -> None:

@@ -37,7 +37,9 @@ from notifier.store.models import Shipment
 Decide = Callable[[ShipmentState, ShipmentUpdate], Plan]
 
 
-@dataclass(frozen=True, kw_only=True)
+# Not frozen: built for every update ingested, and a frozen dataclass's __init__ costs three
+# times a plain one's (docs/performance.md).
+@dataclass(kw_only=True)
 class PlannedSummary:
     """One line of an ingest outcome: what happened to one planned send."""
 
