@@ -1,16 +1,24 @@
-"""Batches of rows handed to the driver directly (notifier/store/batch.py), on the database the
-suite runs against: the same rows, the same values, the same conflicts as SQLAlchemy's own."""
+"""Batches of rows and queries handed to the driver directly (notifier/store/batch.py), on the
+database the suite runs against: the same rows, the same values, the same conflicts as
+SQLAlchemy's own."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from conftest import dumps, registration
 from sqlalchemy import bindparam, select, update
+from sqlalchemy.exc import StatementError
 
 from notifier import Notifier
-from notifier.store.batch import Batch
-from notifier.store.ingest_sql import SUPPRESSION, insert_ignoring
+from notifier.store.batch import Batch, Query
+from notifier.store.ingest_sql import (
+    SHIPMENTS_BY_WAYBILL,
+    STATE_COLUMNS,
+    SUPPRESSION,
+    insert_ignoring,
+)
 
 T0 = datetime(2026, 11, 27, 7, 0, tzinfo=UTC)
 IST = timezone(timedelta(hours=5, minutes=30))
@@ -76,3 +84,54 @@ async def test_a_value_missing_from_the_rows_is_named(notifier: Notifier) -> Non
     fixed = Batch(lambda _: update(SUPPRESSION).values(reason="x", address=bindparam("a")))
     with notifier.db.write() as session, pytest.raises(ValueError, match="reason"):
         fixed.run(session.connection(), [{"a": "+919800000000"}])
+
+
+# --- queries --------------------------------------------------------------------------------
+
+SINCE = Query(
+    select(SUPPRESSION.c.address, SUPPRESSION.c.created_at, SUPPRESSION.c.reason)
+    .where(
+        SUPPRESSION.c.address.in_(bindparam("addresses", expanding=True)),
+        SUPPRESSION.c.created_at >= bindparam("since"),
+        SUPPRESSION.c.channel.in_(["sms", "whatsapp"]),  # a list of the statement's own
+    )
+    .order_by(SUPPRESSION.c.address)
+)
+
+
+async def test_a_query_gives_what_sqlalchemy_gives(notifier: Notifier) -> None:
+    """The same rows in the same order, times aware and in UTC, a parameter time in India's
+    zone compared as the same instant, the statement's own IN list applied."""
+    rows = [_row(i, at=T0 + timedelta(minutes=i)) for i in range(6)]
+    rows[4]["channel"] = "email"
+    since = datetime(2026, 11, 27, 12, 31, tzinfo=IST)  # T0 + 1 minute
+    wanted = [f"+9198{i:08d}" for i in (5, 4, 3, 1, 0)]
+    with notifier.db.write() as session:
+        conn = session.connection()
+        INSERT.returning(conn, rows)
+        ours = SINCE.rows(conn, {"addresses": wanted, "since": since})
+        theirs = conn.execute(SINCE.statement, {"addresses": wanted, "since": since}).all()
+    assert ours == [tuple(r) for r in theirs]
+    assert [(a, at) for a, at, _ in ours] == [
+        ("+919800000001", T0 + timedelta(minutes=1)),
+        ("+919800000003", T0 + timedelta(minutes=3)),
+        ("+919800000005", T0 + timedelta(minutes=5)),
+    ]
+    assert all(at.tzinfo is not None for _, at, _ in ours)
+
+
+async def test_a_query_reads_json_columns_and_takes_an_empty_list(notifier: Notifier) -> None:
+    await notifier.register_shipment(dumps(registration()))
+    with notifier.db.write() as session:
+        conn = session.connection()
+        [row] = SHIPMENTS_BY_WAYBILL.rows(conn, {"cp_id": 4, "waybills": ["SF18399217NER"]})
+        none = SHIPMENTS_BY_WAYBILL.rows(conn, {"cp_id": 4, "waybills": []})
+    assert row[STATE_COLUMNS.index("consumer")]["name"] == "Priya Sharma"
+    assert none == []
+
+
+async def test_a_query_names_a_parameter_without_a_value(notifier: Notifier) -> None:
+    with notifier.db.write() as session:
+        conn = session.connection()
+        with pytest.raises((ValueError, StatementError), match="since"):
+            SINCE.rows(conn, {"addresses": ["+919800000001"]})

@@ -247,7 +247,7 @@ def _by_waybill(
     found: dict[tuple[int, str], ShipmentState] = {}
     for cp_id in sorted({u.cp_id for u in updates}):
         waybills = sorted({u.waybill for u in updates if u.cp_id == cp_id})
-        rows = conn.execute(sql.SHIPMENTS_BY_WAYBILL, {"cp_id": cp_id, "waybills": waybills})
+        rows = sql.SHIPMENTS_BY_WAYBILL.rows(conn, {"cp_id": cp_id, "waybills": waybills})
         found |= {(cp_id, s.waybill): s for s in map(shipment_state, rows)}
     return found
 
@@ -290,14 +290,14 @@ def _supersede(conn: Connection, items: Sequence[_Item], now: datetime) -> None:
     superseding = {x.shipment.id: x for x in items if x.shipment and x.plan and x.plan.supersede}
     if not superseding:
         return
-    pending = conn.execute(sql.PENDING_OF_SHIPMENTS, {"sids": sorted(superseding)})
+    pending = sql.PENDING_OF_SHIPMENTS.rows(conn, {"sids": sorted(superseding)})
     cancel = []
-    for row in pending:
-        item = superseding[row.shipment_id]
+    for nid, shipment_id, channel, trigger_at, trigger_stage in pending:
+        item = superseding[shipment_id]
         assert item.plan is not None and item.plan.supersede is not None
-        if item.plan.supersede.covers(row.channel, row.trigger_at, row.trigger_stage):
+        if item.plan.supersede.covers(channel, trigger_at, trigger_stage):
             item.cancelled += 1
-            cancel.append({"nid": row.id, "status": NotificationStatus.CANCELLED.value,
+            cancel.append({"nid": nid, "status": NotificationStatus.CANCELLED.value,
                            "why": item.plan.supersede.reason, "now": now})  # fmt: skip
     sql.CANCEL.run(conn, cancel)
 
@@ -308,10 +308,10 @@ def _opted_out(conn: Connection, recipients: set[tuple[str, str]]) -> dict[tuple
     if not recipients:
         return {}
     channels, addresses = {c for c, _ in recipients}, {a for _, a in recipients}
-    found = conn.execute(
-        sql.SUPPRESSED, {"channels": sorted(channels), "addresses": sorted(addresses)}
+    found = sql.SUPPRESSED.rows(
+        conn, {"channels": sorted(channels), "addresses": sorted(addresses)}
     )
-    return {(r.channel, r.address): r.reason for r in found}
+    return {(channel, address): reason for channel, address, reason in found}
 
 
 def _unless(

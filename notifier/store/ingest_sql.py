@@ -2,7 +2,8 @@
 
 Building a statement and its cache key anew took more CPU than running it (a third of a small
 batch's), so every query a batch runs is a module constant with bound and expanding
-parameters, and every write a :class:`~notifier.store.batch.Batch` that sends plain tuples.
+parameters, every write a :class:`~notifier.store.batch.Batch` that sends plain tuples, and
+every read a :class:`~notifier.store.batch.Query` that gets them back.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Insert
 
 from notifier.events import PENDING_STATUSES
-from notifier.store.batch import Batch
+from notifier.store.batch import Batch, Query
 from notifier.store.models import Event, Notification, Shipment, Suppression
 
 EVENT: Table = Event.__table__  # type: ignore[attr-defined]
@@ -55,7 +56,7 @@ def _advance(heard: bool) -> Callable[[str], Any]:
 
 
 PENDING = [status.value for status in PENDING_STATUSES]
-SHIPMENTS_BY_WAYBILL = (
+SHIPMENTS_BY_WAYBILL = Query(
     select(*STATE)
     .where(
         SHIPMENT.c.cp_id == bindparam("cp_id"),
@@ -66,7 +67,7 @@ SHIPMENTS_BY_WAYBILL = (
 )
 # Answered from ix_notification_shipment_status: the rows of messages already sent or
 # cancelled are never read, however many a shipment has.
-PENDING_OF_SHIPMENTS = (
+PENDING_OF_SHIPMENTS = Query(
     select(
         NOTIFICATION.c.id, NOTIFICATION.c.shipment_id, NOTIFICATION.c.channel,
         NOTIFICATION.c.trigger_at, NOTIFICATION.c.trigger_stage,
@@ -78,9 +79,11 @@ PENDING_OF_SHIPMENTS = (
     .order_by(NOTIFICATION.c.id)
     .with_for_update()
 )  # fmt: skip
-SUPPRESSED = select(SUPPRESSION.c.channel, SUPPRESSION.c.address, SUPPRESSION.c.reason).where(
-    SUPPRESSION.c.channel.in_(bindparam("channels", expanding=True)),
-    SUPPRESSION.c.address.in_(bindparam("addresses", expanding=True)),
+SUPPRESSED = Query(
+    select(SUPPRESSION.c.channel, SUPPRESSION.c.address, SUPPRESSION.c.reason).where(
+        SUPPRESSION.c.channel.in_(bindparam("channels", expanding=True)),
+        SUPPRESSION.c.address.in_(bindparam("addresses", expanding=True)),
+    )
 )
 INSERT_EVENTS = Batch(_returning_ids(EVENT, "idempotency_key"))
 INSERT_NOTIFICATIONS = Batch(_returning_ids(NOTIFICATION, "dedup_key"))
