@@ -24,7 +24,13 @@ from hypothesis import strategies as st
 from pydantic import SecretStr
 
 from notifier import Notifier, Settings
-from notifier.clickpost.models import parse_registration, parse_unregistration, parse_webhook
+from notifier.clickpost.models import (
+    _decode_plain,
+    parse_json_object,
+    parse_registration,
+    parse_unregistration,
+    parse_webhook,
+)
 from notifier.errors import InputError
 from notifier.events import Registration, ShipmentUpdate
 from notifier.server import create_app
@@ -377,3 +383,61 @@ def test_embedded_dicts_must_hold_json_values(value: object, kind: str) -> None:
     with pytest.raises(InputError) as caught:
         parse_webhook(body)
     assert caught.value.field == "additional.extra" and kind in str(caught.value)
+
+
+# --- the fast path: orjson on the usual body ----------------------------------------------------
+
+_separators = st.sampled_from([(", ", ": "), (",", ":"), (" , ", " : "), (",\n", " :")])
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(
+    value=st.dictionaries(st.text(max_size=12), json_values, min_size=1, max_size=6),
+    separators=_separators,
+    ascii_only=st.booleans(),
+    repeat=st.none() | _separators,
+)
+def test_the_fast_decoder_reads_what_json_reads_or_leaves_it_to_the_careful_path(
+    value: dict[str, Any],
+    separators: tuple[str, str],
+    ascii_only: bool,
+    repeat: tuple[str, str] | None,
+) -> None:
+    """Any object, written any way, with or without a repeated key: the fast path gives
+    exactly json's reading, or steps aside; it never takes a body with a repeated key."""
+    text = json.dumps(value, separators=separators, ensure_ascii=ascii_only)
+    if repeat is not None:  # the first key again, after a colon of its own spacing
+        key = json.dumps(next(iter(value)), ensure_ascii=ascii_only)
+        text = "{" + key + repeat[1] + '"again"' + repeat[0] + text[1:]
+    decoded = _decode_plain(text.encode())
+    if repeat is not None:
+        assert decoded is None
+    elif decoded is not None:
+        assert json.dumps(decoded) == json.dumps(json.loads(text))  # 1 and 1.0 differ here
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a" :1, "a":2}',
+        b'{"x": {"a": 1, "b": {"c": "d:e"}, "a": 1}}',
+        b'{"s": "\\":", "s": "\\":"}',
+        b'{"k": "\\u0022:", "k": 1}',
+    ],
+)
+def test_a_repeated_key_never_takes_the_fast_path(body: bytes) -> None:
+    assert _decode_plain(body) is None
+    with pytest.raises(InputError, match="twice"):
+        parse_json_object(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"remark": "call at 10:30: gate 2", "k:\\"q\\"": "x\\":y", "n": [1, 2.5, -0.0]}',
+        b'{"big": 1234567890123456789, "bigger": -98765432109876543210}',
+        b'{"rupee": "\\u20b9 500", "e": 1e300}',
+    ],
+)
+def test_bodies_with_colons_long_numbers_and_escapes_read_exactly(body: bytes) -> None:
+    assert json.dumps(parse_json_object(body)) == json.dumps(json.loads(body))
