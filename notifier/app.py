@@ -83,6 +83,8 @@ class Notifier:
         self.rules = load_ruleset(self.settings, self.renderer)
         self.rules_error: str | None = None
         self._fingerprint = _fingerprint(self.settings)
+        # Split once, not for every webhook (the settings are frozen).
+        self._webhook_keys = [k.encode() for k in self.settings.accepted_webhook_keys]
         self.quiet_hours = quiet_hours_override(self.settings)
         self.db = Database(self.settings.database_url)
         migrations.ensure_current(self.db)
@@ -243,11 +245,10 @@ class Notifier:
         )  # fmt: skip
 
     def authenticate(self, headers: Mapping[str, str]) -> None:
-        keys = self.settings.accepted_webhook_keys
-        if not keys:
+        if not self._webhook_keys:
             return
-        given = _presented_keys(headers)
-        if not any(hmac.compare_digest(g.encode(), k.encode()) for g in given for k in keys):
+        given = [g.encode() for g in _presented_keys(headers)]
+        if not any(hmac.compare_digest(g, k) for g in given for k in self._webhook_keys):
             raise AuthenticationError("webhook key missing or wrong", field="webhook_key")
 
     def _record(self, updates: Sequence[ShipmentUpdate]) -> list[IngestOutcome]:
